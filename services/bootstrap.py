@@ -1,0 +1,89 @@
+"""The one place that wires ports to adapters: the embedded platform (every service, one process)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from services.catalog.manifest import RestaurantResource, load_manifests
+from services.order.handlers import OrderService
+from services.order.views import SCHEMA as ORDER_VIEW_SCHEMA
+from services.order.views import SqlOrderViews
+from services.payment.handlers import PaymentService
+from services.restaurant.handlers import RestaurantService
+from services.runtime.auth import TokenIssuer, load_or_create_secret
+from services.runtime.db import Database, PostgresDatabase, SqliteDatabase
+from services.runtime.embedded.dispatcher import Dispatcher
+from services.runtime.embedded.storage import ServiceDb, SqlStateStore
+from services.runtime.settings import Settings
+
+log = logging.getLogger("baedal")
+
+SERVICES = ("order", "payment", "restaurant")
+EXTRA_SCHEMA = {"order": ORDER_VIEW_SCHEMA}
+
+
+def make_database(settings: Settings, service: str) -> Database:
+    if settings.database_url:
+        return PostgresDatabase(settings.database_url, f"{settings.schema_prefix}{service}")
+    return SqliteDatabase(settings.data_dir / f"{service}.db", settings.sqlite_synchronous)
+
+
+class Platform:
+    """Every service of Baedal in one process, on the embedded runtime."""
+
+    def __init__(self, settings: Settings, paused: set[str] | None = None) -> None:
+        self.settings = settings
+        self.dbs = {name: ServiceDb(name, make_database(settings, name)) for name in SERVICES}
+        self.order = OrderService(SqlStateStore(self.dbs["order"]), SqlOrderViews(self.dbs["order"]))
+        self.payment = PaymentService(SqlStateStore(self.dbs["payment"]))
+        self.restaurant = RestaurantService(SqlStateStore(self.dbs["restaurant"]))
+        self.dispatcher = Dispatcher(self.dbs, settings, paused)
+        for name, service in (("order", self.order), ("payment", self.payment), ("restaurant", self.restaurant)):
+            for subscription, handler in service.subscriptions():
+                self.dispatcher.subscribe(name, subscription, handler)
+        self.tokens = TokenIssuer(load_or_create_secret(settings.data_dir), settings.token_ttl_s)
+        self.started = False
+
+    async def start(self) -> None:
+        for name, db in self.dbs.items():
+            await db.open(EXTRA_SCHEMA.get(name, ()))
+        await self.dispatcher.start()
+        self.started = True
+        if self.settings.load_demo and not await self.restaurant.has_manifests():
+            await self.load_manifests()
+
+    async def load_manifests(self) -> None:
+        path = self.settings.demo_manifests
+        if not path.exists():
+            log.warning("no demo manifests at %s; the catalog starts empty", path)
+            return
+        for document in load_manifests(path):
+            resource = RestaurantResource.model_validate(document)
+            await self.restaurant.apply_manifest(resource)
+            log.info("loaded demo restaurant %s", resource.name)
+
+    async def stop(self) -> None:
+        self.started = False
+        await self.dispatcher.stop()
+        for db in self.dbs.values():
+            await db.database.close()
+
+    async def ready(self) -> dict[str, bool]:
+        status: dict[str, bool] = {}
+        for name, db in self.dbs.items():
+            try:
+                await db.database.fetchone("SELECT 1")
+                status[name] = self.started
+            except Exception:
+                status[name] = False
+        return status
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Platform]:
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()

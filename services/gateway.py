@@ -1,0 +1,122 @@
+"""The gateway: one HTTP entry point with the routing table (method + path → service).
+
+Embedded, it includes every service's router in one FastAPI app. In the cluster the same table
+tells the gateway Deployment which service to forward each request to (two services share the
+``/restaurants/{id}/...`` prefix, which a plain Ingress cannot split).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import ORJSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.bootstrap import Platform
+from services.order.api import router as order_router
+from services.payment.api import router as payment_router
+from services.restaurant.api import router as restaurant_router
+from services.runtime.api import BodySizeLimit
+from services.runtime.auth import CurrentPrincipal, require_admin
+from services.runtime.errors import ApiError, install_error_handlers, problem
+
+SERVICE_ROUTERS = {"order": order_router, "payment": payment_router, "restaurant": restaurant_router}
+
+# The routing table. A test checks it against the services' routers, so it cannot drift.
+ROUTES: list[tuple[str, str, str]] = [
+    ("GET", "/restaurants", "order"),
+    ("GET", "/restaurants/{restaurant_id}/menu", "order"),
+    ("GET", "/restaurants/{restaurant_id}/orders", "order"),
+    ("POST", "/orders", "order"),
+    ("GET", "/orders", "order"),
+    ("GET", "/orders/{order_id}", "order"),
+    ("POST", "/orders/{order_id}/cancel", "order"),
+    ("GET", "/admin/audit/orders", "order"),
+    ("POST", "/restaurants/{restaurant_id}/orders/{order_id}/accept", "restaurant"),
+    ("POST", "/restaurants/{restaurant_id}/orders/{order_id}/reject", "restaurant"),
+    ("PATCH", "/restaurants/{restaurant_id}", "restaurant"),
+    ("PATCH", "/restaurants/{restaurant_id}/menu/{product_id}", "restaurant"),
+    ("POST", "/admin/restaurants", "restaurant"),
+    ("DELETE", "/admin/restaurants/{restaurant_id}", "restaurant"),
+    ("GET", "/admin/audit/tickets", "restaurant"),
+    ("POST", "/wallets/{customer_id}/top-ups", "payment"),
+    ("GET", "/wallets/{customer_id}", "payment"),
+    ("GET", "/payments/{order_id}", "payment"),
+    ("GET", "/admin/audit/payments", "payment"),
+    ("GET", "/admin/audit/wallets", "payment"),
+]
+
+ops = APIRouter(tags=["operations"])
+
+
+def _platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+@ops.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@ops.get("/readyz")
+async def readyz(request: Request) -> ORJSONResponse:
+    services = await _platform(request).ready()
+    if all(services.values()):
+        return ORJSONResponse({"status": "ready", "services": services})
+    return problem(503, "NOT_READY", "some services are not ready", services=services)
+
+
+@ops.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@ops.get("/admin/backlog")
+async def backlog(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    """Events not yet handled per service: 0 everywhere means the platform has settled."""
+    require_admin(principal)
+    platform = _platform(request)
+    return {"backlog": await platform.dispatcher.backlog(), "paused": sorted(platform.dispatcher.paused)}
+
+
+@ops.get("/admin/dlq")
+async def dead_letters(request: Request, principal: CurrentPrincipal) -> list[dict[str, Any]]:
+    require_admin(principal)
+    return [letter.__dict__ for letter in await _platform(request).dispatcher.dead_letters()]
+
+
+@ops.post("/admin/dlq/{letter_id}/replay", status_code=202)
+async def replay(letter_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    require_admin(principal)
+    if not await _platform(request).dispatcher.replay(letter_id):
+        raise ApiError(404, "DEAD_LETTER_NOT_FOUND", f"no dead letter {letter_id!r}")
+    return {"id": letter_id, "replayed": True}
+
+
+def create_app(platform: Platform, manage_lifecycle: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await platform.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await platform.stop()
+
+    app = FastAPI(
+        title="Baedal", version="1.0", default_response_class=ORJSONResponse, lifespan=lifespan,
+        description="Food-delivery ordering: order, pay, accept — an order and its payment never disagree.",
+    )
+    app.state.platform = platform
+    app.state.tokens = platform.tokens
+    install_error_handlers(app)
+    for router in SERVICE_ROUTERS.values():
+        app.include_router(router)
+    app.include_router(ops)
+    app.add_middleware(BodySizeLimit, max_bytes=platform.settings.max_body_bytes)
+    return app

@@ -1,0 +1,199 @@
+"""The order aggregate and its state machine. Pure: no I/O, no clock (callers pass ``now``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from services.catalog import projection
+from services.runtime.errors import DomainError
+
+
+class OrderStatus(StrEnum):
+    PENDING = "PENDING"
+    PAID = "PAID"
+    ACCEPTED = "ACCEPTED"
+    COOKING = "COOKING"
+    READY = "READY"
+    PICKED_UP = "PICKED_UP"
+    DELIVERED = "DELIVERED"
+    COMPLETED = "COMPLETED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+
+
+class CancelReason(StrEnum):
+    PAYMENT_FAILED = "PAYMENT_FAILED"
+    PAYMENT_UNAVAILABLE = "PAYMENT_UNAVAILABLE"
+    REJECTED = "REJECTED"
+    CUSTOMER_CANCELLED = "CUSTOMER_CANCELLED"
+    ACCEPT_TIMEOUT = "ACCEPT_TIMEOUT"
+
+
+CUSTOMER_CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.PAID, OrderStatus.ACCEPTED})
+# States in which the customer's money is (and must be) held by a COMPLETED payment.
+PAID_STATES = frozenset({
+    OrderStatus.PAID, OrderStatus.ACCEPTED, OrderStatus.COOKING, OrderStatus.READY,
+    OrderStatus.PICKED_UP, OrderStatus.DELIVERED, OrderStatus.COMPLETED,
+})
+SETTLED_STATES = frozenset(OrderStatus) - {OrderStatus.PENDING, OrderStatus.CANCELLING}
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    product_id: str
+    quantity: int
+    unit_price: int
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    """A customer's order request, already shape-checked by the API layer."""
+
+    customer_id: str
+    restaurant_id: str
+    items: tuple[LineRequest, ...]
+    delivery: dict[str, Any]
+    payment_method: str
+    total_price: int
+
+
+@dataclass
+class Order:
+    id: str
+    customer_id: str
+    restaurant_id: str
+    status: OrderStatus
+    items: list[dict[str, Any]]
+    total_price: int
+    delivery: dict[str, Any]
+    payment: dict[str, Any]
+    created_at: str
+    updated_at: str
+    cancel_reason: CancelReason | None = None
+    history: list[dict[str, str]] = field(default_factory=list)
+    version: int = 1
+
+    # ------------------------------------------------------------------ (de)serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Order:
+        values = dict(data)
+        values["status"] = OrderStatus(values["status"])
+        reason = values.get("cancel_reason")
+        values["cancel_reason"] = CancelReason(reason) if reason else None
+        return cls(**values)
+
+    def view(self) -> dict[str, Any]:
+        """The public order view of the API contract."""
+        data = self.to_dict()
+        data.pop("version")
+        return data
+
+    # ------------------------------------------------------------------ transitions
+
+    def _move(self, status: OrderStatus, now: str) -> None:
+        self.status = status
+        self.updated_at = now
+        self.history.append({"status": status.value, "at": now})
+        self.version += 1
+
+    def payment_completed(self, now: str) -> bool:
+        """PENDING → PAID. Anything else is a late or repeated event and changes nothing (a
+        cancelling order's money is refunded by the payment service, which saw the cancel too)."""
+        if self.status is not OrderStatus.PENDING:
+            return False
+        self.payment["status"] = "COMPLETED"
+        self._move(OrderStatus.PAID, now)
+        return True
+
+    def payment_failed(self, reason: CancelReason, now: str) -> bool:
+        """No money moved: PENDING → CANCELLED, or CANCELLING → CANCELLED when the customer had
+        already asked to cancel."""
+        if self.status is OrderStatus.PENDING:
+            self.cancel_reason = reason
+        elif self.status is not OrderStatus.CANCELLING:
+            return False
+        self.payment["status"] = "FAILED"
+        self._move(OrderStatus.CANCELLED, now)
+        return True
+
+    def payment_refunded(self, now: str) -> bool:
+        if self.status is not OrderStatus.CANCELLING:
+            return False
+        self.payment["status"] = "REFUNDED"
+        self._move(OrderStatus.CANCELLED, now)
+        return True
+
+    def restaurant_accepted(self, now: str) -> bool:
+        if self.status is not OrderStatus.PAID:
+            return False
+        self._move(OrderStatus.ACCEPTED, now)
+        return True
+
+    def restaurant_rejected(self, reason: CancelReason, now: str) -> bool:
+        """PAID → CANCELLING: the money is refunded before the order is CANCELLED."""
+        if self.status is not OrderStatus.PAID:
+            return False
+        self.cancel_reason = reason
+        self._move(OrderStatus.CANCELLING, now)
+        return True
+
+    def request_cancel(self, now: str) -> None:
+        """The customer's cancel. Raises INVALID_STATE once cooking has started or it is over."""
+        if self.status not in CUSTOMER_CANCELLABLE:
+            raise DomainError("INVALID_STATE", f"an order in {self.status.value} can no longer be cancelled")
+        self.cancel_reason = CancelReason.CUSTOMER_CANCELLED
+        self._move(OrderStatus.CANCELLING, now)
+
+
+def place(order_id: str, command: PlaceOrder, entry: projection.Entry | None, now: str) -> Order:
+    """Validate a request against the order service's own menu read store and build the order."""
+    if not projection.is_live(entry):
+        raise DomainError("RESTAURANT_NOT_FOUND", f"restaurant {command.restaurant_id!r} does not exist")
+    assert entry is not None
+    if not projection.effective_open(entry):
+        raise DomainError("RESTAURANT_CLOSED", f"restaurant {command.restaurant_id!r} is not taking orders")
+    menu = {item["id"]: item for item in projection.effective_items(entry)}
+    lines: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for line in command.items:
+        item = menu.get(line.product_id)
+        if item is None:
+            raise DomainError("PRODUCT_NOT_FOUND", f"product {line.product_id!r} is not on the menu")
+        if not item["available"]:
+            raise DomainError("PRODUCT_UNAVAILABLE", f"product {line.product_id!r} is sold out")
+        if line.product_id in seen:
+            raise DomainError("VALIDATION_ERROR", f"product {line.product_id!r} is listed twice")
+        if line.unit_price != item["price"]:
+            raise DomainError(
+                "PRICE_MISMATCH",
+                f"product {line.product_id!r} costs {item['price']} now, not {line.unit_price}",
+            )
+        seen.add(line.product_id)
+        lines.append({"product_id": line.product_id, "name": item["name"], "quantity": line.quantity,
+                      "unit_price": line.unit_price})
+    spec = entry["spec"]
+    fee = spec["express_fee"] if command.delivery.get("express") else spec["delivery_fee"]
+    expected = sum(line.quantity * line.unit_price for line in command.items) + fee
+    if command.total_price != expected:
+        raise DomainError(
+            "TOTAL_MISMATCH", f"total_price must be {expected} (items plus delivery fee {fee}), not {command.total_price}"
+        )
+    return Order(
+        id=order_id,
+        customer_id=command.customer_id,
+        restaurant_id=command.restaurant_id,
+        status=OrderStatus.PENDING,
+        items=lines,
+        total_price=expected,
+        delivery=dict(command.delivery),
+        payment={"method": command.payment_method, "status": "PENDING"},
+        created_at=now,
+        updated_at=now,
+        history=[{"status": OrderStatus.PENDING.value, "at": now}],
+    )

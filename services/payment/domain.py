@@ -1,0 +1,85 @@
+"""Wallets and payments. Pure: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from services.runtime.errors import DomainError
+
+MAX_TOP_UP = 10_000_000
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    REFUNDED = "REFUNDED"
+
+
+class FailureReason(StrEnum):
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    CANCELLED_BEFORE_PAYMENT = "CANCELLED_BEFORE_PAYMENT"
+    UNSUPPORTED_METHOD = "UNSUPPORTED_METHOD"
+
+
+@dataclass
+class Wallet:
+    customer_id: str
+    balance: int = 0
+    topped_up: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def top_up(self, amount: int) -> None:
+        if amount <= 0 or amount > MAX_TOP_UP:
+            raise DomainError("VALIDATION_ERROR", f"a top-up must be between 1 and {MAX_TOP_UP} KRW")
+        self.balance += amount
+        self.topped_up += amount
+
+
+@dataclass
+class Payment:
+    order_id: str
+    customer_id: str
+    amount: int
+    method: str
+    status: PaymentStatus
+    failure_reason: FailureReason | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Payment:
+        values = dict(data)
+        values["status"] = PaymentStatus(values["status"])
+        reason = values.get("failure_reason")
+        values["failure_reason"] = FailureReason(reason) if reason else None
+        return cls(**values)
+
+
+def pay_from_wallet(wallet: Wallet, order_id: str, amount: int) -> Payment:
+    """Charge the wallet if it covers the amount; otherwise a FAILED payment and nothing moves."""
+    if wallet.balance < amount:
+        return Payment(order_id, wallet.customer_id, amount, "wallet", PaymentStatus.FAILED,
+                       FailureReason.INSUFFICIENT_FUNDS)
+    wallet.balance -= amount
+    return Payment(order_id, wallet.customer_id, amount, "wallet", PaymentStatus.COMPLETED)
+
+
+def void(order_id: str, customer_id: str, amount: int, method: str) -> Payment:
+    """The order was cancelled before its payment was taken: record that it never will be."""
+    return Payment(order_id, customer_id, amount, method, PaymentStatus.FAILED,
+                   FailureReason.CANCELLED_BEFORE_PAYMENT)
+
+
+def refund(wallet: Wallet, payment: Payment) -> bool:
+    """Give a completed payment back. False if there is nothing (more) to refund."""
+    if payment.status is not PaymentStatus.COMPLETED:
+        return False
+    wallet.balance += payment.amount
+    payment.status = PaymentStatus.REFUNDED
+    return True

@@ -1,0 +1,121 @@
+"""HTTP API of the restaurant service: owners' decisions and availability, and manifest apply."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import Field, StrictBool, ValidationError
+
+from services.catalog import projection
+from services.catalog.manifest import RestaurantResource
+from services.restaurant.domain import Ticket
+from services.restaurant.handlers import RestaurantService
+from services.runtime.api import Body
+from services.runtime.auth import CurrentPrincipal, Principal, Role, require_admin, require_role
+from services.runtime.errors import ApiError
+
+router = APIRouter()
+
+
+def _service(request: Request) -> RestaurantService:
+    service: RestaurantService = request.app.state.platform.restaurant
+    return service
+
+
+Restaurants = Annotated[RestaurantService, Depends(_service)]
+
+
+class RejectIn(Body):
+    reason: str = Field("rejected by the restaurant", max_length=500)
+
+
+class RestaurantPatch(Body):
+    open: StrictBool
+
+
+class MenuItemPatch(Body):
+    available: StrictBool
+
+
+async def _require_owner(restaurants: RestaurantService, principal: Principal, restaurant_id: str) -> projection.Entry:
+    require_role(principal, Role.OWNER)
+    entry = await restaurants.restaurant(restaurant_id)
+    if entry is None:
+        raise ApiError(404, "RESTAURANT_NOT_FOUND", f"restaurant {restaurant_id!r} does not exist")
+    if not principal.is_admin and principal.subject not in entry["spec"]["owners"]:
+        raise ApiError(403, "FORBIDDEN", f"you are not an owner of {restaurant_id!r}")
+    return entry
+
+
+def _ticket_view(ticket: Ticket) -> dict[str, Any]:
+    return {"order_id": ticket.order_id, "restaurant_id": ticket.restaurant_id, "ticket_status": ticket.status.value}
+
+
+@router.post("/restaurants/{restaurant_id}/orders/{order_id}/accept", status_code=202, tags=["restaurant owner"])
+async def accept(restaurant_id: str, order_id: str, principal: CurrentPrincipal, restaurants: Restaurants) -> dict[str, Any]:
+    await _require_owner(restaurants, principal, restaurant_id)
+    return _ticket_view(await restaurants.accept(restaurant_id, order_id))
+
+
+@router.post("/restaurants/{restaurant_id}/orders/{order_id}/reject", status_code=202, tags=["restaurant owner"])
+async def reject(
+    restaurant_id: str, order_id: str, principal: CurrentPrincipal, restaurants: Restaurants, body: RejectIn | None = None
+) -> dict[str, Any]:
+    await _require_owner(restaurants, principal, restaurant_id)
+    reason = body.reason if body else RejectIn().reason
+    return _ticket_view(await restaurants.reject(restaurant_id, order_id, reason))
+
+
+def _availability(entry: projection.Entry) -> dict[str, Any]:
+    return {"restaurant": projection.summary(entry), "items": projection.effective_items(entry)}
+
+
+@router.patch("/restaurants/{restaurant_id}", tags=["restaurant owner"])
+async def patch_restaurant(
+    restaurant_id: str, body: RestaurantPatch, principal: CurrentPrincipal, restaurants: Restaurants
+) -> dict[str, Any]:
+    """Close early or re-open (the manifest's ``open: false`` still wins). Reaches the order read
+    store through ``restaurant.availability-changed``."""
+    await _require_owner(restaurants, principal, restaurant_id)
+    return _availability(await restaurants.change_availability(restaurant_id, open_=body.open))
+
+
+@router.patch("/restaurants/{restaurant_id}/menu/{product_id}", tags=["restaurant owner"])
+async def patch_menu_item(
+    restaurant_id: str, product_id: str, body: MenuItemPatch, principal: CurrentPrincipal, restaurants: Restaurants
+) -> dict[str, Any]:
+    await _require_owner(restaurants, principal, restaurant_id)
+    entry = await restaurants.change_availability(restaurant_id, product=(product_id, body.available))
+    return _availability(entry)
+
+
+@router.post("/admin/restaurants", tags=["operations"])
+async def apply_manifest(manifest: dict[str, Any], principal: CurrentPrincipal, restaurants: Restaurants) -> dict[str, Any]:
+    """``baedal apply``: a Restaurant manifest goes through the operator's reconcile step."""
+    require_admin(principal)
+    try:
+        resource = RestaurantResource.model_validate(manifest)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ApiError(422, "VALIDATION_ERROR", f"invalid Restaurant manifest at {where}: {first['msg']}") from exc
+    result = await restaurants.apply_manifest(resource)
+    return {"restaurant_id": resource.name, "generation": result["generation"], "changed": result["changed"]}
+
+
+@router.delete("/admin/restaurants/{restaurant_id}", tags=["operations"])
+async def delete_manifest(restaurant_id: str, principal: CurrentPrincipal, restaurants: Restaurants) -> dict[str, Any]:
+    require_admin(principal)
+    if not await restaurants.delete_manifest(restaurant_id):
+        raise ApiError(404, "RESTAURANT_NOT_FOUND", f"restaurant {restaurant_id!r} does not exist")
+    return {"restaurant_id": restaurant_id, "deleted": True}
+
+
+@router.get("/admin/audit/tickets", tags=["operations"])
+async def audit_tickets(principal: CurrentPrincipal, restaurants: Restaurants) -> list[dict[str, Any]]:
+    require_admin(principal)
+    return [
+        {"order_id": r.value["order_id"], "restaurant_id": r.value["restaurant_id"], "status": r.value["status"]}
+        for r in await restaurants.store.scan("ticket:")
+    ]

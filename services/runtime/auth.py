@@ -1,0 +1,101 @@
+"""JWT bearer auth (HS256, PyJWT) with a signing secret generated once per data dir."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, Request
+
+from services.runtime.errors import ApiError
+
+SECRET_FILE = "jwt-secret"
+ALGORITHM = "HS256"
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    OWNER = "owner"
+    RIDER = "rider"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """The data dir's signing secret; created (mode 0600) the first time it is needed."""
+    path = data_dir / SECRET_FILE
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret
+
+
+class TokenIssuer:
+    def __init__(self, secret: str, ttl_s: int = 12 * 3600) -> None:
+        self._secret = secret
+        self._ttl_s = ttl_s
+
+    def issue(self, role: Role | str, subject: str, ttl_s: int | None = None) -> str:
+        now = int(time.time())
+        claims = {"sub": subject, "role": Role(role).value, "iat": now, "exp": now + (ttl_s or self._ttl_s)}
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
+            return Principal(str(claims["sub"]), Role(claims.get("role")))
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise ApiError(401, "UNAUTHORIZED", f"invalid bearer token: {exc}") from exc
+
+
+def _issuer(request: Request) -> TokenIssuer:
+    issuer: TokenIssuer = request.app.state.tokens
+    return issuer
+
+
+def current_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "UNAUTHORIZED", "missing bearer token (Authorization: Bearer <JWT>)")
+    return _issuer(request).verify(token.strip())
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_role(principal: Principal, *roles: Role) -> None:
+    if principal.role not in roles and not principal.is_admin:
+        raise ApiError(403, "FORBIDDEN", f"role {principal.role.value} may not do this")
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise ApiError(403, "FORBIDDEN", "admin only")
+
+
+def require_self(principal: Principal, customer_id: str) -> None:
+    """Customers act on their own data; admin on anyone's."""
+    if principal.is_admin:
+        return
+    if principal.role is not Role.CUSTOMER or principal.subject != customer_id:
+        raise ApiError(403, "FORBIDDEN", "you may only act on your own account")

@@ -1,0 +1,264 @@
+"""A thin async SQL layer over SQLite (stdlib ``sqlite3``) and PostgreSQL (``psycopg`` 3).
+
+Why not an ORM on the hot path: every saga step runs a handful of statements, and at hundreds of
+sagas per second SQLAlchemy's per-statement overhead costs more CPU than SQLite itself. The SQL
+here is a small portable subset (``?`` placeholders, ``ON CONFLICT``), translated for psycopg.
+
+SQLite: one write connection per service database guarded by an ``asyncio.Lock`` (SQLite has one
+writer anyway), plus a read connection that sees committed data (WAL). Statements are microseconds,
+so they run on the event loop thread instead of paying a thread hop each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+Row = tuple[Any, ...]
+Params = Sequence[Any]
+
+
+class Tx(Protocol):
+    """An open transaction."""
+
+    dialect: str
+
+    async def execute(self, sql: str, params: Params = ()) -> int: ...
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+    def savepoint(self) -> Any:
+        """An async context manager: roll back to here if the block raises."""
+
+
+class Database(Protocol):
+    dialect: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def transaction(self) -> Any:
+        """An async context manager yielding a :class:`Tx`; commits on success."""
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+    async def run_script(self, statements: Sequence[str]) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------- SQLite
+
+
+class _SqliteTx:
+    dialect = "sqlite"
+    _names = itertools.count()
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return self._conn.execute(sql, params).rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        self._conn.executemany(sql, rows)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[_SqliteTx]:
+        name = f"sp{next(self._names)}"
+        self._conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield self
+        except BaseException:
+            self._conn.execute(f"ROLLBACK TO {name}")
+            self._conn.execute(f"RELEASE {name}")
+            raise
+        self._conn.execute(f"RELEASE {name}")
+
+
+class SqliteDatabase:
+    dialect = "sqlite"
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._lock = asyncio.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = self._connect()
+        self._reader = self._connect()
+
+    async def close(self) -> None:
+        async with self._lock:
+            for conn in (self._writer, self._reader):
+                if conn is not None:
+                    conn.close()
+            self._writer = self._reader = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_SqliteTx]:
+        async with self._lock:
+            conn = self._writer
+            if conn is None:
+                raise RuntimeError(f"database {self.path} is closed")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise RuntimeError(f"database {self.path} is closed")
+        return self._reader
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = self._read().execute(sql, params).fetchone()
+        return row
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return self._read().execute(sql, params).fetchall()
+
+    async def run_script(self, statements: Sequence[str]) -> None:
+        async with self.transaction() as tx:
+            for statement in statements:
+                await tx.execute(statement)
+
+
+# ----------------------------------------------------------------------------------------- PostgreSQL
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def _to_pg(sql: str) -> str:
+    return _PLACEHOLDER.sub("%s", sql)
+
+
+class _PgTx:
+    dialect = "postgresql"
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        cur = await self._conn.execute(_to_pg(sql), params, prepare=True)
+        return int(cur.rowcount)
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        async with self._conn.cursor() as cur:
+            await cur.executemany(_to_pg(sql), list(rows))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        cur = await self._conn.execute(_to_pg(sql), params, prepare=True)
+        row: Row | None = await cur.fetchone()
+        return row
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        cur = await self._conn.execute(_to_pg(sql), params, prepare=True)
+        rows: list[Row] = await cur.fetchall()
+        return rows
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[_PgTx]:
+        async with self._conn.transaction():
+            yield self
+
+
+class PostgresDatabase:
+    """One schema per service inside one PostgreSQL database (``search_path`` per connection)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, schema: str, max_size: int = 8) -> None:
+        self.url = url
+        self.schema = schema
+        self._max_size = max_size
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        import psycopg
+        from psycopg_pool import AsyncConnectionPool
+
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+
+        async def configure(conn: Any) -> None:
+            await conn.execute(f'SET search_path TO "{self.schema}"')
+            await conn.set_autocommit(True)
+
+        self._pool = AsyncConnectionPool(
+            self.url, min_size=1, max_size=self._max_size, configure=configure, open=False
+        )
+        await self._pool.open(wait=True)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def drop_schema(self) -> None:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PgTx]:
+        if self._pool is None:
+            raise RuntimeError(f"database schema {self.schema} is closed")
+        async with self._pool.connection() as conn, conn.transaction():
+            yield _PgTx(conn)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        async with self._pool.connection() as conn:
+            return await _PgTx(conn).fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        async with self._pool.connection() as conn:
+            return await _PgTx(conn).fetchall(sql, params)
+
+    async def run_script(self, statements: Sequence[str]) -> None:
+        async with self.transaction() as tx:
+            await tx.execute("SELECT pg_advisory_xact_lock(7243)")  # concurrent starts create once
+            for statement in statements:
+                await tx.execute(statement)
+
+
+def ddl(dialect: str, statements: Sequence[str]) -> list[str]:
+    """Adapt the few dialect differences in our DDL."""
+    if dialect == "postgresql":
+        return [
+            s.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace(" REAL", " DOUBLE PRECISION")
+            for s in statements
+        ]
+    return list(statements)

@@ -1,0 +1,329 @@
+"""The embedded message bus: outbox relay, per-service delivery queues, retries, dead letters.
+
+Delivery path for one event:
+1. a handler's commit puts the event in its service's ``outbox`` (same transaction as its state);
+2. the relay of that service copies it into the ``deliveries`` queue of every subscribed service
+   (in the subscriber's own database), then deletes it from the outbox. A crash between the two
+   steps copies it again: delivery is at least once;
+3. the subscriber's worker runs the handler, records the event id in its ``inbox`` and deletes the
+   delivery in one transaction, so a duplicate copy finds the inbox entry and has no second effect;
+4. a handler that raises is retried with exponential backoff and jitter; after ``max_attempts``
+   (or at once for :class:`DropEvent`) the delivery moves to ``dead_letters`` for ``baedal dlq``.
+
+Timers are events whose ``deliver_at`` lies in the future: the queue holds them until due, on disk,
+so they survive restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from services.runtime.clock import epoch
+from services.runtime.embedded.storage import ServiceDb
+from services.runtime.events import Event, loads
+from services.runtime.ports import DropEvent, Handler, Subscription
+from services.runtime.settings import ChaosSettings, Settings
+
+log = logging.getLogger("baedal.dispatcher")
+
+HANDLED = Counter("baedal_events_handled_total", "Events handled", ["service", "consumer", "outcome"])
+DELIVERY_LAG = Histogram(
+    "baedal_delivery_lag_seconds",
+    "Time from an event being due to its handler committing",
+    ["service"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+RELAY_BATCH = 1000
+
+
+class ChaosFailure(Exception):
+    """A transient handler failure injected by the chaos settings."""
+
+
+@dataclass(frozen=True)
+class Consumer:
+    service: str
+    subscription: Subscription
+    handler: Handler
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    service: str
+    consumer: str
+    event_id: str
+    topic: str
+    attempts: int
+    error: str
+    failed_at: float
+    envelope: dict[str, Any]
+
+
+class Dispatcher:
+    def __init__(self, dbs: dict[str, ServiceDb], settings: Settings, paused: set[str] | None = None) -> None:
+        self._dbs = dbs
+        self._settings = settings
+        self._chaos: ChaosSettings = settings.chaos
+        self._by_topic: dict[str, list[Consumer]] = defaultdict(list)
+        self._consumers: dict[tuple[str, str], Consumer] = {}
+        self._relay_kick = {name: asyncio.Event() for name in dbs}
+        self._worker_kick = {name: asyncio.Event() for name in dbs}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self.paused: set[str] = set(paused or ())
+        self._random = random.Random()
+        for name, db in dbs.items():
+            db.on_commit(self._relay_kick[name].set)
+
+    # ------------------------------------------------------------------ wiring
+
+    def subscribe(self, service: str, subscription: Subscription, handler: Handler) -> None:
+        key = (service, subscription.consumer)
+        if key in self._consumers:
+            raise ValueError(f"consumer {subscription.consumer!r} registered twice in {service}")
+        consumer = Consumer(service, subscription, handler)
+        self._consumers[key] = consumer
+        self._by_topic[subscription.topic].append(consumer)
+
+    def topics(self) -> dict[str, list[str]]:
+        return {t: [f"{c.service}/{c.subscription.consumer}" for c in cs] for t, cs in self._by_topic.items()}
+
+    async def start(self) -> None:
+        self._running = True
+        for name in self._dbs:
+            self._tasks.append(asyncio.create_task(self._relay_loop(name), name=f"relay-{name}"))
+            self._tasks.append(asyncio.create_task(self._worker_loop(name), name=f"worker-{name}"))
+        self._tasks.append(asyncio.create_task(self._prune_loop(), name="inbox-pruner"))
+
+    async def stop(self) -> None:
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def pause(self, service: str) -> None:
+        self.paused.add(service)
+
+    def resume(self, service: str) -> None:
+        self.paused.discard(service)
+        self._worker_kick[service].set()
+
+    # ------------------------------------------------------------------ relay
+
+    async def _relay_loop(self, service: str) -> None:
+        kick = self._relay_kick[service]
+        while self._running:
+            kick.clear()
+            try:
+                moved = await self.relay_once(service)
+            except Exception:
+                log.exception("relay of %s failed; retrying", service)
+                await asyncio.sleep(0.5)
+                continue
+            if not moved:
+                await _wait(kick, 1.0)
+
+    async def relay_once(self, service: str) -> int:
+        db = self._dbs[service]
+        rows = await db.database.fetchall(
+            "SELECT seq, event_id, topic, envelope, deliver_at FROM outbox ORDER BY seq LIMIT ?", (RELAY_BATCH,)
+        )
+        if not rows:
+            return 0
+        copies: dict[str, list[tuple[str, str, str, str, float]]] = defaultdict(list)
+        for _seq, event_id, topic, envelope, deliver_at in rows:
+            for consumer in self._by_topic.get(topic, ()):
+                for _ in range(self._copies()):
+                    due = deliver_at + self._delay()
+                    copies[consumer.service].append(
+                        (consumer.subscription.consumer, event_id, topic, envelope, due)
+                    )
+        for target, items in copies.items():
+            async with self._dbs[target].database.transaction() as tx:
+                await tx.executemany(
+                    "INSERT INTO deliveries (consumer, event_id, topic, envelope, due_at) VALUES (?, ?, ?, ?, ?)",
+                    items,
+                )
+            self._worker_kick[target].set()
+        async with db.database.transaction() as tx:
+            await tx.executemany("DELETE FROM outbox WHERE seq = ?", [(row[0],) for row in rows])
+        return len(rows)
+
+    def _copies(self) -> int:
+        return 2 if self._chaos.duplicate_rate and self._random.random() < self._chaos.duplicate_rate else 1
+
+    def _delay(self) -> float:
+        return self._random.uniform(0, self._chaos.max_delay_s) if self._chaos.max_delay_s else 0.0
+
+    # ------------------------------------------------------------------ worker
+
+    async def _worker_loop(self, service: str) -> None:
+        kick = self._worker_kick[service]
+        while self._running:
+            kick.clear()
+            if service in self.paused:
+                await _wait(kick, 1.0)
+                continue
+            try:
+                handled, next_due = await self.work_once(service)
+            except Exception:
+                log.exception("worker of %s failed; retrying", service)
+                await asyncio.sleep(0.5)
+                continue
+            if not handled:
+                timeout = 1.0 if next_due is None else min(max(next_due - epoch(), 0.001), 1.0)
+                await _wait(kick, timeout)
+
+    async def work_once(self, service: str) -> tuple[int, float | None]:
+        """Handle one batch of due deliveries; return how many, and when the next one is due."""
+        db = self._dbs[service]
+        now = epoch()
+        rows = await db.database.fetchall(
+            "SELECT seq, consumer, event_id, topic, envelope, attempts, due_at FROM deliveries"
+            " WHERE due_at <= ? ORDER BY due_at, seq LIMIT ?",
+            (now, self._settings.batch_size),
+        )
+        if not rows:
+            row = await db.database.fetchone("SELECT MIN(due_at) FROM deliveries")
+            return 0, (row[0] if row and row[0] is not None else None)
+        if self._chaos.shuffle:
+            self._random.shuffle(rows)
+        async with db.atomic() as tx:
+            for row in rows:
+                await self._deliver(service, tx, row)
+        done = epoch()
+        for row in rows:
+            DELIVERY_LAG.labels(service).observe(max(done - row[6], 0.0))
+        return len(rows), None
+
+    async def _deliver(self, service: str, tx: Any, row: tuple[Any, ...]) -> None:
+        seq, consumer_name, event_id, topic, envelope, attempts, _due = row
+        consumer = self._consumers.get((service, consumer_name))
+        if await tx.fetchone("SELECT 1 FROM inbox WHERE consumer = ? AND event_id = ?", (consumer_name, event_id)):
+            await tx.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
+            HANDLED.labels(service, consumer_name, "duplicate").inc()
+            return
+        try:
+            if consumer is None:
+                raise DropEvent(f"no consumer {consumer_name!r} in {service}")
+            try:
+                event = Event.from_envelope(loads(envelope))
+            except ValueError as exc:
+                raise DropEvent(f"malformed envelope: {exc}") from exc
+            async with tx.savepoint():
+                if self._chaos.failure_rate and self._random.random() < self._chaos.failure_rate:
+                    raise ChaosFailure("injected transient failure")
+                await consumer.handler(event)
+                await tx.execute(
+                    "INSERT INTO inbox (consumer, event_id, done_at) VALUES (?, ?, ?)",
+                    (consumer_name, event_id, epoch()),
+                )
+                await tx.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
+            HANDLED.labels(service, consumer_name, "success").inc()
+        except DropEvent as exc:
+            await self._dead_letter(service, tx, row, attempts + 1, f"dropped: {exc}")
+        except Exception as exc:
+            attempts += 1
+            error = f"{type(exc).__name__}: {exc}"
+            if attempts >= self._settings.max_attempts:
+                await self._dead_letter(service, tx, row, attempts, error)
+                return
+            if not isinstance(exc, ChaosFailure):
+                log.warning("%s/%s failed on %s (attempt %d): %s", service, consumer_name, topic, attempts, error)
+            HANDLED.labels(service, consumer_name, "retry").inc()
+            await tx.execute(
+                "UPDATE deliveries SET attempts = ?, due_at = ?, last_error = ? WHERE seq = ?",
+                (attempts, epoch() + self._backoff(attempts), error[:2000], seq),
+            )
+
+    def _backoff(self, attempts: int) -> float:
+        base = min(self._settings.backoff_cap_s, self._settings.backoff_base_s * 2 ** (attempts - 1))
+        return base * (0.5 + self._random.random() / 2)
+
+    async def _dead_letter(self, service: str, tx: Any, row: tuple[Any, ...], attempts: int, error: str) -> None:
+        seq, consumer_name, event_id, topic, envelope, _attempts, _due = row
+        log.error("%s/%s: event %s on %s dead-lettered: %s", service, consumer_name, event_id, topic, error)
+        HANDLED.labels(service, consumer_name, "dead_letter").inc()
+        await tx.execute(
+            "INSERT INTO dead_letters (id, consumer, event_id, topic, envelope, attempts, error, failed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (f"{service}-{seq}", consumer_name, event_id, topic, envelope, attempts, error[:2000], epoch()),
+        )
+        await tx.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
+
+    # ------------------------------------------------------------------ dead letters
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
+        for service, db in self._dbs.items():
+            rows = await db.database.fetchall(
+                "SELECT id, consumer, event_id, topic, attempts, error, failed_at, envelope FROM dead_letters"
+                " ORDER BY failed_at"
+            )
+            letters += [DeadLetter(r[0], service, r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7])) for r in rows]
+        return letters
+
+    async def replay(self, letter_id: str) -> bool:
+        """Move a dead letter back onto its consumer's queue, with a fresh attempt budget."""
+        service = letter_id.rsplit("-", 1)[0]
+        db = self._dbs.get(service)
+        if db is None:
+            return False
+        async with db.database.transaction() as tx:
+            row = await tx.fetchone(
+                "SELECT consumer, event_id, topic, envelope FROM dead_letters WHERE id = ?", (letter_id,)
+            )
+            if row is None:
+                return False
+            await tx.execute(
+                "INSERT INTO deliveries (consumer, event_id, topic, envelope, due_at) VALUES (?, ?, ?, ?, ?)",
+                (*row, epoch()),
+            )
+            await tx.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
+        self._worker_kick[service].set()
+        return True
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def backlog(self) -> dict[str, int]:
+        """Events not yet handled, per service (outbox plus queue)."""
+        counts: dict[str, int] = {}
+        for name, db in self._dbs.items():
+            out = await db.database.fetchone("SELECT COUNT(*) FROM outbox")
+            queued = await db.database.fetchone("SELECT COUNT(*) FROM deliveries")
+            counts[name] = int(out[0] if out else 0) + int(queued[0] if queued else 0)
+        return counts
+
+    async def prune_inbox(self) -> None:
+        """Forget handled event ids after the retention window; state-machine guards cover later
+        duplicates (architecture rule 3), and the tables stay bounded as orders grow."""
+        cutoff = epoch() - self._settings.inbox_retention_s
+        for db in self._dbs.values():
+            async with db.database.transaction() as tx:
+                await tx.execute("DELETE FROM inbox WHERE done_at < ?", (cutoff,))
+
+    async def _prune_loop(self) -> None:
+        while self._running:
+            await asyncio.sleep(min(60.0, self._settings.inbox_retention_s))
+            try:
+                await self.prune_inbox()
+            except Exception:
+                log.exception("inbox pruning failed")
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)

@@ -1,0 +1,105 @@
+"""Errors as RFC 9457 problem+json, with the machine-readable codes of the public contract."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM = "application/problem+json"
+
+
+class ApiError(Exception):
+    """An error a client can act on; ``code`` is one of the contract's upper-snake-case codes."""
+
+    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+class DomainError(ValueError):
+    """A business rule said no. Pure domain code raises it; the API maps ``code`` to a status."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+DOMAIN_STATUS = {
+    "RESTAURANT_NOT_FOUND": 404,
+    "RESTAURANT_CLOSED": 409,
+    "PRODUCT_NOT_FOUND": 422,
+    "PRODUCT_UNAVAILABLE": 409,
+    "PRICE_MISMATCH": 409,
+    "TOTAL_MISMATCH": 422,
+    "ORDER_NOT_FOUND": 404,
+    "INVALID_STATE": 409,
+    "DELIVERY_ALREADY_CLAIMED": 409,
+    "IDEMPOTENCY_KEY_REUSED": 409,
+}
+
+
+def from_domain(error: DomainError) -> ApiError:
+    return ApiError(DOMAIN_STATUS.get(error.code, 422), error.code, error.detail)
+
+
+def not_found(code: str, detail: str) -> ApiError:
+    return ApiError(404, code, detail)
+
+
+def problem(status: int, code: str, detail: str, **extra: Any) -> ORJSONResponse:
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "code": code,
+            "detail": detail, **extra}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return ORJSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 422: "VALIDATION_ERROR",
+}
+
+
+def _validation_detail(exc: RequestValidationError) -> tuple[int, str, list[dict[str, Any]]]:
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    if any(e["type"] == "json_invalid" for e in errors):
+        return 400, "request body is not valid JSON", errors
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(part for part in first["loc"] if part != "body") or "request"
+    return 422, f"{where}: {first['msg']}", errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> ORJSONResponse:
+        return problem(exc.status, exc.code, exc.detail, **exc.extra)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> ORJSONResponse:
+        error = from_domain(exc)
+        return problem(error.status, error.code, error.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        status, detail, errors = _validation_detail(exc)
+        return problem(status, "VALIDATION_ERROR", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+        return problem(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+        return problem(500, "INTERNAL_ERROR", "an unexpected error occurred; it has been logged")

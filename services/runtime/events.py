@@ -1,0 +1,96 @@
+"""Events and their CloudEvents 1.0 envelopes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from services.runtime.clock import now_iso
+
+SPEC_VERSION = "1.0"
+TYPE_PREFIX = "io.baedal."
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class OutboundEvent:
+    """An event a handler wants published once its state change commits.
+
+    ``topic`` names the event kind (``order.placed``); ``deliver_at`` (epoch seconds) turns it into
+    a durable timer: subscribers see it no earlier than that.
+    """
+
+    topic: str
+    data: dict[str, Any]
+    source: str
+    subject: str | None = None
+    id: str = field(default_factory=new_id)
+    deliver_at: float | None = None
+
+    def envelope(self) -> dict[str, Any]:
+        envelope: dict[str, Any] = {
+            "specversion": SPEC_VERSION,
+            "id": self.id,
+            "source": f"/baedal/{self.source}",
+            "type": f"{TYPE_PREFIX}{self.topic}.v1",
+            "time": now_iso(),
+            "datacontenttype": "application/json",
+            "topic": self.topic,
+            "data": self.data,
+        }
+        if self.subject is not None:
+            envelope["subject"] = self.subject
+        return envelope
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event as a subscriber receives it (a parsed CloudEvents envelope)."""
+
+    id: str
+    topic: str
+    type: str
+    source: str
+    time: str
+    data: dict[str, Any]
+    subject: str | None = None
+
+    @classmethod
+    def from_envelope(cls, envelope: dict[str, Any]) -> Event:
+        missing = [k for k in ("specversion", "id", "source", "type", "data") if k not in envelope]
+        if missing:
+            raise ValueError(f"not a CloudEvents 1.0 envelope, missing {missing}")
+        if envelope["specversion"] != SPEC_VERSION:
+            raise ValueError(f"unsupported specversion {envelope['specversion']!r}")
+        data = envelope["data"]
+        if not isinstance(data, dict):
+            raise ValueError("event data must be a JSON object")
+        topic = envelope.get("topic") or _topic_of(envelope["type"])
+        return cls(
+            id=str(envelope["id"]),
+            topic=str(topic),
+            type=str(envelope["type"]),
+            source=str(envelope["source"]),
+            time=str(envelope.get("time", "")),
+            data=data,
+            subject=envelope.get("subject"),
+        )
+
+
+def _topic_of(event_type: str) -> str:
+    name = event_type.removeprefix(TYPE_PREFIX)
+    return name.rsplit(".v", 1)[0]
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(raw: str | bytes) -> Any:
+    return orjson.loads(raw)

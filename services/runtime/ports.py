@@ -1,0 +1,87 @@
+"""The ports every service talks to; adapters (embedded, dapr) implement them.
+
+Handlers never see a transport: they read records with their ETag, and commit writes together
+with the events those writes cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from services.runtime.events import Event, OutboundEvent
+
+
+class ConcurrencyConflict(Exception):
+    """An ETag guard failed: somebody else wrote first. Retry from a fresh read."""
+
+
+class RetryLater(Exception):
+    """A handler cannot make progress yet (a dependency is missing or down): redeliver later."""
+
+
+class DropEvent(Exception):
+    """A poison message: retrying cannot help. It goes to the dead-letter store."""
+
+
+@dataclass(frozen=True)
+class Record:
+    key: str
+    value: dict[str, Any]
+    etag: str
+
+
+@dataclass(frozen=True)
+class Put:
+    """Write ``value`` under ``key``; ``etag`` is what was read, ``None`` when it must not exist."""
+
+    key: str
+    value: dict[str, Any]
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+    etag: str
+
+
+Write = Put | Delete
+
+
+class StateStore(Protocol):
+    """A service's own key/value state with ETag optimistic concurrency and an outbox."""
+
+    async def get(self, key: str) -> Record | None: ...
+
+    async def scan(self, prefix: str) -> list[Record]:
+        """All records under a key prefix (admin and audit reads, not the request path)."""
+
+    async def commit(self, writes: Sequence[Write], events: Sequence[OutboundEvent] = ()) -> None:
+        """Apply every write and enqueue every event atomically; raise ConcurrencyConflict if any
+        ETag guard fails (then nothing is written)."""
+
+
+Handler = Callable[[Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """``consumer`` (unique per service) receives every event published on ``topic``."""
+
+    topic: str
+    consumer: str
+
+
+T = TypeVar("T")
+
+
+async def retry_on_conflict(attempt: Callable[[], Awaitable[T]], tries: int = 20) -> T:
+    """Run a read-decide-commit step again from a fresh read whenever its commit conflicts."""
+    for _ in range(tries - 1):
+        try:
+            return await attempt()
+        except ConcurrencyConflict:
+            continue
+    return await attempt()

@@ -1,0 +1,49 @@
+"""Process settings, read from the environment (prefix ``BAEDAL_``) and CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ChaosSettings(BaseSettings):
+    """Fault injection for the embedded dispatcher (tests and drills only)."""
+
+    model_config = SettingsConfigDict(env_prefix="BAEDAL_CHAOS_")
+
+    duplicate_rate: float = Field(0.0, ge=0, le=1)
+    max_delay_s: float = Field(0.0, ge=0)
+    failure_rate: float = Field(0.0, ge=0, lt=1)
+    shuffle: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.duplicate_rate or self.max_delay_s or self.failure_rate or self.shuffle)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BAEDAL_")
+
+    data_dir: Path = Path(".baedal")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # PostgreSQL: every service gets schema f"{schema_prefix}{service}" in the given database.
+    schema_prefix: str = "baedal_"
+    demo_manifests: Path = REPO_ROOT / "operator" / "examples"
+    load_demo: bool = True
+    # Dispatcher tuning.
+    max_attempts: int = Field(10, ge=1)
+    backoff_base_s: float = Field(0.05, gt=0)
+    backoff_cap_s: float = Field(30.0, gt=0)
+    batch_size: int = Field(128, ge=1)
+    inbox_retention_s: float = Field(3600.0, gt=0)
+    # SQLite: NORMAL survives kill -9 (the WAL is in the OS page cache); FULL also survives power loss.
+    sqlite_synchronous: str = Field("NORMAL", pattern="^(OFF|NORMAL|FULL|EXTRA)$")
+    max_body_bytes: int = 64 * 1024
+    token_ttl_s: int = 12 * 3600
+    chaos: ChaosSettings = Field(default_factory=ChaosSettings)
