@@ -66,20 +66,23 @@ def check(snapshot: Snapshot, now: datetime | None = None, stuck_after_s: float 
         pay_status = payment["status"] if payment else None
         if status == OrderStatus.CANCELLED and pay_status not in (None, "FAILED", "REFUNDED"):
             found.append(Violation(1, oid, f"CANCELLED order has a {pay_status} payment"))
-        if status in PAID_STATES and (pay_status != "COMPLETED" or payment is None
-                                      or payment["amount"] != order["total_price"]):
+        if status in PAID_STATES and (
+            pay_status != "COMPLETED" or payment is None or payment["amount"] != order["total_price"]
+        ):
             amount = payment["amount"] if payment else None
-            found.append(Violation(2, oid, f"{status} order (total {order['total_price']}) has payment "
-                                           f"{pay_status} of {amount}"))
+            found.append(
+                Violation(2, oid, f"{status} order (total {order['total_price']}) has payment {pay_status} of {amount}")
+            )
         if status in (OrderStatus.PENDING, OrderStatus.CANCELLING) and _age_s(order["updated_at"], now) > stuck_after_s:
             found.append(Violation(5, oid, f"order stuck in {status} for over {stuck_after_s:.0f}s"))
         ticket_status = tickets[oid]["status"] if oid in tickets else None
         if ticket_status not in TICKET_STATES_FOR[status]:
             found.append(Violation(6, oid, f"order is {status} but its restaurant ticket is {ticket_status}"))
     for oid, payment in payments.items():
-        order = orders.get(oid)
-        if payment["status"] == "COMPLETED" and (order is None or order["status"] == OrderStatus.CANCELLED):
-            found.append(Violation(3, oid, f"COMPLETED payment belongs to a {order['status'] if order else 'missing'} order"))
+        owner = orders.get(oid)
+        owner_status = owner["status"] if owner else "missing"
+        if payment["status"] == "COMPLETED" and owner_status in (OrderStatus.CANCELLED, "missing"):
+            found.append(Violation(3, oid, f"COMPLETED payment belongs to a {owner_status} order"))
     for oid in tickets.keys() - orders.keys():
         found.append(Violation(6, oid, "restaurant ticket without an order"))
     found += _wallet_violations(snapshot)
@@ -94,11 +97,14 @@ def _wallet_violations(snapshot: Snapshot) -> list[Violation]:
     wallets = {w["customer_id"]: w for w in snapshot.wallets}
     found = []
     for customer in wallets.keys() | charged.keys():
-        wallet = wallets.get(customer, {"balance": 0, "topped_up": 0})
+        wallet: dict[str, Any] = wallets.get(customer) or {"balance": 0, "topped_up": 0}
         expected = wallet["topped_up"] - charged[customer]
         if wallet["balance"] != expected or wallet["balance"] < 0:
-            found.append(Violation(4, customer, f"balance {wallet['balance']} but top-ups − completed payments "
-                                                f"+ refunds = {expected}"))
+            found.append(
+                Violation(
+                    4, customer, f"balance {wallet['balance']} but top-ups − completed payments + refunds = {expected}"
+                )
+            )
     return found
 
 
@@ -110,14 +116,17 @@ async def fetch_snapshot(client: httpx.AsyncClient) -> Snapshot:
         return rows
 
     orders, payments, wallets, tickets = await asyncio.gather(
-        get("/admin/audit/orders"), get("/admin/audit/payments"), get("/admin/audit/wallets"),
+        get("/admin/audit/orders"),
+        get("/admin/audit/payments"),
+        get("/admin/audit/wallets"),
         get("/admin/audit/tickets"),
     )
     return Snapshot(orders, payments, wallets, tickets)
 
 
-async def audit(client: httpx.AsyncClient, rounds: int = 3, delay_s: float = 1.0,
-                stuck_after_s: float = 30.0) -> dict[str, Any]:
+async def audit(
+    client: httpx.AsyncClient, rounds: int = 3, delay_s: float = 1.0, stuck_after_s: float = 30.0
+) -> dict[str, Any]:
     """Check, then re-check suspects from fresh reads; report only what persists."""
     snapshot = await fetch_snapshot(client)
     suspects = check(snapshot, stuck_after_s=stuck_after_s)
@@ -134,8 +143,12 @@ async def audit(client: httpx.AsyncClient, rounds: int = 3, delay_s: float = 1.0
         by_status[order["status"]] += 1
     return {
         "ok": not suspects,
-        "checked": {"orders": len(snapshot.orders), "payments": len(snapshot.payments),
-                    "wallets": len(snapshot.wallets), "tickets": len(snapshot.tickets)},
+        "checked": {
+            "orders": len(snapshot.orders),
+            "payments": len(snapshot.payments),
+            "wallets": len(snapshot.wallets),
+            "tickets": len(snapshot.tickets),
+        },
         "orders_by_status": dict(sorted(by_status.items())),
         "in_flight": in_flight,
         "violations": [asdict(v) for v in suspects],

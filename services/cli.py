@@ -22,8 +22,9 @@ app.add_typer(dlq, name="dlq")
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-DataDir = Annotated[Path, typer.Option("--data-dir", envvar="BAEDAL_DATA_DIR",
-                                       help="data dir (default $BAEDAL_DATA_DIR or ./.baedal)")]
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", envvar="BAEDAL_DATA_DIR", help="data dir (default $BAEDAL_DATA_DIR or ./.baedal)")
+]
 Url = Annotated[str, typer.Option("--url", help="base URL of a running platform")]
 Token = Annotated[str | None, typer.Option("--token", help="bearer token (default: admin, from the data dir)")]
 
@@ -46,7 +47,9 @@ def up(
     port: Annotated[int, typer.Option(help="HTTP port of the gateway")] = 8000,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     data_dir: DataDir = Path(".baedal"),
-    database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL (default: SQLite under the data dir)")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL (default: SQLite under the data dir)")
+    ] = None,
     pause: Annotated[list[str] | None, typer.Option(help="start with this service's consumers paused")] = None,
     log_level: Annotated[str, typer.Option(help="log level")] = "info",
 ) -> None:
@@ -62,10 +65,13 @@ def up(
         overrides["database_url"] = database_url
     settings = Settings(**overrides)
     platform = Platform(settings, paused=set(pause or ()))
-    typer.echo(f"Baedal on http://{host}:{port}  (data dir {data_dir.resolve()}, "
-               f"{'PostgreSQL' if settings.database_url else 'SQLite'})")
-    uvicorn.run(create_app(platform), host=host, port=port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=10)
+    typer.echo(
+        f"Baedal on http://{host}:{port}  (data dir {data_dir.resolve()}, "
+        f"{'PostgreSQL' if settings.database_url else 'SQLite'})"
+    )
+    uvicorn.run(
+        create_app(platform), host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=10
+    )
 
 
 @app.command()
@@ -142,7 +148,9 @@ def dlq_list(url: Url = DEFAULT_URL, data_dir: DataDir = Path(".baedal"), token:
 @dlq.command("replay")
 def dlq_replay(
     letter_id: Annotated[str, typer.Argument(help="dead letter id from `baedal dlq list`")],
-    url: Url = DEFAULT_URL, data_dir: DataDir = Path(".baedal"), token: Token = None,
+    url: Url = DEFAULT_URL,
+    data_dir: DataDir = Path(".baedal"),
+    token: Token = None,
 ) -> None:
     """Put a dead-lettered event back on its consumer's queue."""
 
@@ -168,8 +176,15 @@ def bench(
     """Throughput/latency benchmark: place orders over HTTP, wait until settled, audit."""
     from services.bench import BenchConfig, run_bench
 
-    config = BenchConfig(orders=orders, concurrency=concurrency, database_url=database_url, url=url,
-                         data_dir=data_dir, customers=customers, quiet=as_json)
+    config = BenchConfig(
+        orders=orders,
+        concurrency=concurrency,
+        database_url=database_url,
+        url=url,
+        data_dir=data_dir,
+        customers=customers,
+        quiet=as_json,
+    )
     result = asyncio.run(run_bench(config))
     typer.echo(json.dumps(result, indent=None if as_json else 2))
     raise typer.Exit(0 if result["violations"] == 0 else 1)

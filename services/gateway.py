@@ -80,7 +80,9 @@ async def backlog(request: Request, principal: CurrentPrincipal) -> dict[str, An
     """Events not yet handled per service: 0 everywhere means the platform has settled."""
     require_admin(principal)
     platform = _platform(request)
-    return {"backlog": await platform.dispatcher.backlog(), "paused": sorted(platform.dispatcher.paused)}
+    backlog = await platform.dispatcher.backlog()
+    settled = all(c["due"] == 0 for c in backlog.values())
+    return {"settled": settled, "backlog": backlog, "paused": sorted(platform.dispatcher.paused)}
 
 
 @ops.get("/admin/dlq")
@@ -109,7 +111,10 @@ def create_app(platform: Platform, manage_lifecycle: bool = True) -> FastAPI:
                 await platform.stop()
 
     app = FastAPI(
-        title="Baedal", version="1.0", default_response_class=ORJSONResponse, lifespan=lifespan,
+        title="Baedal",
+        version="1.0",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
         description="Food-delivery ordering: order, pay, accept — an order and its payment never disagree.",
     )
     app.state.platform = platform

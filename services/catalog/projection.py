@@ -63,8 +63,12 @@ def apply_overrides(entry: Entry | None, data: dict[str, Any]) -> Entry | None:
     current = entry or empty_entry(data["restaurant_id"])
     if int(data["seq"]) <= current["override_seq"]:
         return None
-    return {**current, "override_seq": int(data["seq"]), "closed": bool(data["closed"]),
-            "sold_out": sorted(data["sold_out"])}
+    return {
+        **current,
+        "override_seq": int(data["seq"]),
+        "closed": bool(data["closed"]),
+        "sold_out": sorted(data["sold_out"]),
+    }
 
 
 def is_live(entry: Entry | None) -> bool:
@@ -78,8 +82,12 @@ def effective_open(entry: Entry) -> bool:
 def effective_items(entry: Entry) -> list[dict[str, Any]]:
     sold_out = set(entry["sold_out"])
     return [
-        {"id": item["id"], "name": item["name"], "price": item["price"],
-         "available": bool(item["available"]) and item["id"] not in sold_out}
+        {
+            "id": item["id"],
+            "name": item["name"],
+            "price": item["price"],
+            "available": bool(item["available"]) and item["id"] not in sold_out,
+        }
         for item in entry["spec"]["menu"]
     ]
 

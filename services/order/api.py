@@ -76,7 +76,10 @@ async def _visible_order(orders: OrderService, principal: Principal, order_id: s
 
 @router.post("/orders", status_code=202, tags=["orders"])
 async def place_order(
-    body: PlaceOrderIn, principal: CurrentPrincipal, orders: Orders, response: Response,
+    body: PlaceOrderIn,
+    principal: CurrentPrincipal,
+    orders: Orders,
+    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Place an order. 202 means it is durably stored; payment and acceptance follow."""
@@ -102,8 +105,11 @@ async def get_order(order_id: str, principal: CurrentPrincipal, orders: Orders) 
 
 @router.get("/orders", tags=["orders"])
 async def list_orders(
-    principal: CurrentPrincipal, orders: Orders, status: OrderStatus | None = None,
-    limit: Limit = 100, offset: Offset = 0,
+    principal: CurrentPrincipal,
+    orders: Orders,
+    status: OrderStatus | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> list[dict[str, Any]]:
     """The caller's orders: a customer's own, an owner's restaurants', or all for admin."""
     state = status.value if status else None
@@ -146,8 +152,12 @@ async def get_menu(restaurant_id: str, orders: Orders) -> dict[str, Any]:
 
 @router.get("/restaurants/{restaurant_id}/orders", tags=["restaurant owner"])
 async def restaurant_queue(
-    restaurant_id: str, principal: CurrentPrincipal, orders: Orders, status: OrderStatus | None = None,
-    limit: Limit = 100, offset: Offset = 0,
+    restaurant_id: str,
+    principal: CurrentPrincipal,
+    orders: Orders,
+    status: OrderStatus | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> list[dict[str, Any]]:
     """The restaurant's order queue, for its owners."""
     require_role(principal, Role.OWNER)
@@ -166,7 +176,16 @@ async def audit_orders(principal: CurrentPrincipal, orders: Orders) -> list[dict
     for record in await orders.store.scan("order:"):
         o = record.value
         accepted = next((h["at"] for h in o["history"] if h["status"] == "ACCEPTED"), None)
-        rows.append({"id": o["id"], "customer_id": o["customer_id"], "restaurant_id": o["restaurant_id"],
-                     "status": o["status"], "total_price": o["total_price"], "created_at": o["created_at"],
-                     "updated_at": o["updated_at"], "accepted_at": accepted})
+        rows.append(
+            {
+                "id": o["id"],
+                "customer_id": o["customer_id"],
+                "restaurant_id": o["restaurant_id"],
+                "status": o["status"],
+                "total_price": o["total_price"],
+                "created_at": o["created_at"],
+                "updated_at": o["updated_at"],
+                "accepted_at": accepted,
+            }
+        )
     return rows

@@ -33,10 +33,17 @@ class CancelReason(StrEnum):
 
 CUSTOMER_CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.PAID, OrderStatus.ACCEPTED})
 # States in which the customer's money is (and must be) held by a COMPLETED payment.
-PAID_STATES = frozenset({
-    OrderStatus.PAID, OrderStatus.ACCEPTED, OrderStatus.COOKING, OrderStatus.READY,
-    OrderStatus.PICKED_UP, OrderStatus.DELIVERED, OrderStatus.COMPLETED,
-})
+PAID_STATES = frozenset(
+    {
+        OrderStatus.PAID,
+        OrderStatus.ACCEPTED,
+        OrderStatus.COOKING,
+        OrderStatus.READY,
+        OrderStatus.PICKED_UP,
+        OrderStatus.DELIVERED,
+        OrderStatus.COMPLETED,
+    }
+)
 SETTLED_STATES = frozenset(OrderStatus) - {OrderStatus.PENDING, OrderStatus.CANCELLING}
 
 
@@ -175,14 +182,21 @@ def place(order_id: str, command: PlaceOrder, entry: projection.Entry | None, no
                 f"product {line.product_id!r} costs {item['price']} now, not {line.unit_price}",
             )
         seen.add(line.product_id)
-        lines.append({"product_id": line.product_id, "name": item["name"], "quantity": line.quantity,
-                      "unit_price": line.unit_price})
+        lines.append(
+            {
+                "product_id": line.product_id,
+                "name": item["name"],
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+            }
+        )
     spec = entry["spec"]
     fee = spec["express_fee"] if command.delivery.get("express") else spec["delivery_fee"]
     expected = sum(line.quantity * line.unit_price for line in command.items) + fee
     if command.total_price != expected:
         raise DomainError(
-            "TOTAL_MISMATCH", f"total_price must be {expected} (items plus delivery fee {fee}), not {command.total_price}"
+            "TOTAL_MISMATCH",
+            f"total_price must be {expected} (items plus delivery fee {fee}), not {command.total_price}",
         )
     return Order(
         id=order_id,

@@ -35,25 +35,48 @@ def status_changed(order: Order) -> OutboundEvent:
 
 
 def placed(order: Order) -> OutboundEvent:
-    return _event(topics.ORDER_PLACED, order, {
-        "order_id": order.id, "customer_id": order.customer_id, "restaurant_id": order.restaurant_id,
-        "amount": order.total_price, "payment": {"method": order.payment["method"]},
-    })
+    return _event(
+        topics.ORDER_PLACED,
+        order,
+        {
+            "order_id": order.id,
+            "customer_id": order.customer_id,
+            "restaurant_id": order.restaurant_id,
+            "amount": order.total_price,
+            "payment": {"method": order.payment["method"]},
+        },
+    )
 
 
 def paid(order: Order) -> OutboundEvent:
-    return _event(topics.ORDER_PAID, order, {
-        "order_id": order.id, "customer_id": order.customer_id, "restaurant_id": order.restaurant_id,
-        "total_price": order.total_price, "items": order.items, "delivery": order.delivery,
-    })
+    return _event(
+        topics.ORDER_PAID,
+        order,
+        {
+            "order_id": order.id,
+            "customer_id": order.customer_id,
+            "restaurant_id": order.restaurant_id,
+            "total_price": order.total_price,
+            "items": order.items,
+            "delivery": order.delivery,
+        },
+    )
 
 
 def cancel_requested(order: Order) -> OutboundEvent:
     assert order.cancel_reason is not None
-    return _event(topics.ORDER_CANCEL_REQUESTED, order, {
-        "order_id": order.id, "customer_id": order.customer_id, "restaurant_id": order.restaurant_id,
-        "amount": order.total_price, "method": order.payment["method"], "reason": order.cancel_reason.value,
-    })
+    return _event(
+        topics.ORDER_CANCEL_REQUESTED,
+        order,
+        {
+            "order_id": order.id,
+            "customer_id": order.customer_id,
+            "restaurant_id": order.restaurant_id,
+            "amount": order.total_price,
+            "method": order.payment["method"],
+            "reason": order.cancel_reason.value,
+        },
+    )
 
 
 def request_fingerprint(command: PlaceOrder) -> str:
@@ -164,7 +187,9 @@ class OrderService:
     async def on_status_changed(self, event: Event) -> None:
         await self.views.apply(event.data["order"], int(event.data["version"]))
 
-    async def _catalog(self, restaurant_id: str, apply: Callable[[projection.Entry | None], projection.Entry | None]) -> None:
+    async def _catalog(
+        self, restaurant_id: str, apply: Callable[[projection.Entry | None], projection.Entry | None]
+    ) -> None:
         async def attempt() -> None:
             record = await self.store.get(menu_key(restaurant_id))
             updated = apply(record.value if record else None)

@@ -27,8 +27,13 @@ class OrderViews(Protocol):
     async def apply(self, view: dict[str, Any], version: int) -> None: ...
 
     async def list(
-        self, *, customer_id: str | None = None, restaurant_id: str | None = None, status: str | None = None,
-        limit: int = 100, offset: int = 0,
+        self,
+        *,
+        customer_id: str | None = None,
+        restaurant_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[dict[str, Any]]: ...
 
 
@@ -43,13 +48,25 @@ class SqlOrderViews:
                 "INSERT INTO order_view (order_id, customer_id, restaurant_id, status, created_at, version, view)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO UPDATE SET status = excluded.status,"
                 " version = excluded.version, view = excluded.view WHERE order_view.version < excluded.version",
-                (view["id"], view["customer_id"], view["restaurant_id"], view["status"], view["created_at"],
-                 version, dumps(view)),
+                (
+                    view["id"],
+                    view["customer_id"],
+                    view["restaurant_id"],
+                    view["status"],
+                    view["created_at"],
+                    version,
+                    dumps(view),
+                ),
             )
 
     async def list(
-        self, *, customer_id: str | None = None, restaurant_id: str | None = None, status: str | None = None,
-        limit: int = 100, offset: int = 0,
+        self,
+        *,
+        customer_id: str | None = None,
+        restaurant_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
         clauses: list[str] = []
         params: list[Any] = []

@@ -64,16 +64,16 @@ class Payment:
 def pay_from_wallet(wallet: Wallet, order_id: str, amount: int) -> Payment:
     """Charge the wallet if it covers the amount; otherwise a FAILED payment and nothing moves."""
     if wallet.balance < amount:
-        return Payment(order_id, wallet.customer_id, amount, "wallet", PaymentStatus.FAILED,
-                       FailureReason.INSUFFICIENT_FUNDS)
+        return Payment(
+            order_id, wallet.customer_id, amount, "wallet", PaymentStatus.FAILED, FailureReason.INSUFFICIENT_FUNDS
+        )
     wallet.balance -= amount
     return Payment(order_id, wallet.customer_id, amount, "wallet", PaymentStatus.COMPLETED)
 
 
 def void(order_id: str, customer_id: str, amount: int, method: str) -> Payment:
     """The order was cancelled before its payment was taken: record that it never will be."""
-    return Payment(order_id, customer_id, amount, method, PaymentStatus.FAILED,
-                   FailureReason.CANCELLED_BEFORE_PAYMENT)
+    return Payment(order_id, customer_id, amount, method, PaymentStatus.FAILED, FailureReason.CANCELLED_BEFORE_PAYMENT)
 
 
 def refund(wallet: Wallet, payment: Payment) -> bool:

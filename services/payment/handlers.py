@@ -21,8 +21,12 @@ def payment_key(order_id: str) -> str:
 
 
 def _outcome(payment: Payment) -> OutboundEvent:
-    data: dict[str, Any] = {"order_id": payment.order_id, "customer_id": payment.customer_id,
-                            "amount": payment.amount, "method": payment.method}
+    data: dict[str, Any] = {
+        "order_id": payment.order_id,
+        "customer_id": payment.customer_id,
+        "amount": payment.amount,
+        "method": payment.method,
+    }
     if payment.status is PaymentStatus.COMPLETED:
         topic = topics.PAYMENT_COMPLETED
     elif payment.status is PaymentStatus.REFUNDED:
@@ -83,16 +87,21 @@ class PaymentService:
             record = await self.store.get(payment_key(data["order_id"]))
             if record is None:
                 payment = void(data["order_id"], data["customer_id"], int(data["amount"]), data["method"])
-                await self.store.commit([Put(payment_key(payment.order_id), payment.to_dict(), None)],
-                                        [_outcome(payment)])
+                await self.store.commit(
+                    [Put(payment_key(payment.order_id), payment.to_dict(), None)], [_outcome(payment)]
+                )
                 return
             payment = Payment.from_dict(record.value)
             wallet, wallet_record = await self._wallet(payment.customer_id)
             if not refund(wallet, payment):
                 return
             await self.store.commit(
-                [Put(record.key, payment.to_dict(), record.etag),
-                 Put(wallet_key(wallet.customer_id), wallet.to_dict(), wallet_record.etag if wallet_record else None)],
+                [
+                    Put(record.key, payment.to_dict(), record.etag),
+                    Put(
+                        wallet_key(wallet.customer_id), wallet.to_dict(), wallet_record.etag if wallet_record else None
+                    ),
+                ],
                 [_outcome(payment)],
             )
 

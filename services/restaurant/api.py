@@ -26,8 +26,11 @@ def _service(request: Request) -> RestaurantService:
 Restaurants = Annotated[RestaurantService, Depends(_service)]
 
 
+DEFAULT_REJECT_REASON = "rejected by the restaurant"
+
+
 class RejectIn(Body):
-    reason: str = Field("rejected by the restaurant", max_length=500)
+    reason: str = Field(DEFAULT_REJECT_REASON, max_length=500)
 
 
 class RestaurantPatch(Body):
@@ -53,17 +56,23 @@ def _ticket_view(ticket: Ticket) -> dict[str, Any]:
 
 
 @router.post("/restaurants/{restaurant_id}/orders/{order_id}/accept", status_code=202, tags=["restaurant owner"])
-async def accept(restaurant_id: str, order_id: str, principal: CurrentPrincipal, restaurants: Restaurants) -> dict[str, Any]:
+async def accept(
+    restaurant_id: str, order_id: str, principal: CurrentPrincipal, restaurants: Restaurants
+) -> dict[str, Any]:
     await _require_owner(restaurants, principal, restaurant_id)
     return _ticket_view(await restaurants.accept(restaurant_id, order_id))
 
 
 @router.post("/restaurants/{restaurant_id}/orders/{order_id}/reject", status_code=202, tags=["restaurant owner"])
 async def reject(
-    restaurant_id: str, order_id: str, principal: CurrentPrincipal, restaurants: Restaurants, body: RejectIn | None = None
+    restaurant_id: str,
+    order_id: str,
+    principal: CurrentPrincipal,
+    restaurants: Restaurants,
+    body: RejectIn | None = None,
 ) -> dict[str, Any]:
     await _require_owner(restaurants, principal, restaurant_id)
-    reason = body.reason if body else RejectIn().reason
+    reason = body.reason if body else DEFAULT_REJECT_REASON
     return _ticket_view(await restaurants.reject(restaurant_id, order_id, reason))
 
 
@@ -91,7 +100,9 @@ async def patch_menu_item(
 
 
 @router.post("/admin/restaurants", tags=["operations"])
-async def apply_manifest(manifest: dict[str, Any], principal: CurrentPrincipal, restaurants: Restaurants) -> dict[str, Any]:
+async def apply_manifest(
+    manifest: dict[str, Any], principal: CurrentPrincipal, restaurants: Restaurants
+) -> dict[str, Any]:
     """``baedal apply``: a Restaurant manifest goes through the operator's reconcile step."""
     require_admin(principal)
     try:

@@ -10,7 +10,7 @@ from services.runtime.errors import DomainError
 
 
 class TicketStatus(StrEnum):
-    PENDING = "PENDING"      # paid, waiting for the owner
+    PENDING = "PENDING"  # paid, waiting for the owner
     ACCEPTED = "ACCEPTED"
     REJECTED = "REJECTED"
     CANCELLED = "CANCELLED"  # the customer cancelled

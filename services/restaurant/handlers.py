@@ -73,9 +73,7 @@ class RestaurantService:
         return await self._decide(restaurant_id, order_id, lambda t, now: t.accept(now))
 
     async def reject(self, restaurant_id: str, order_id: str, message: str) -> Ticket:
-        return await self._decide(
-            restaurant_id, order_id, lambda t, now: t.reject(RejectReason.REJECTED, message, now)
-        )
+        return await self._decide(restaurant_id, order_id, lambda t, now: t.reject(RejectReason.REJECTED, message, now))
 
     async def change_availability(
         self, restaurant_id: str, *, open_: bool | None = None, product: tuple[str, bool] | None = None
@@ -98,9 +96,15 @@ class RestaurantService:
                 entry["sold_out"] = sorted(sold_out)
             entry["override_seq"] += 1
             event = OutboundEvent(
-                topic=topics.RESTAURANT_AVAILABILITY, source=SOURCE, subject=restaurant_id,
-                data={"restaurant_id": restaurant_id, "seq": entry["override_seq"], "closed": entry["closed"],
-                      "sold_out": entry["sold_out"]},
+                topic=topics.RESTAURANT_AVAILABILITY,
+                source=SOURCE,
+                subject=restaurant_id,
+                data={
+                    "restaurant_id": restaurant_id,
+                    "seq": entry["override_seq"],
+                    "closed": entry["closed"],
+                    "sold_out": entry["sold_out"],
+                },
             )
             await self.store.commit([Put(record.key, entry, record.etag)], [event])
             return entry
@@ -120,18 +124,16 @@ class RestaurantService:
             if current and not current["deleted"] and current["spec_hash"] == spec_hash:
                 return {**current, "changed": False}
             live = current is not None and not current["deleted"]
-            state = {
-                "uid": current["uid"] if live and current else new_id(),
-                "generation": current["generation"] + 1 if live and current else 1,
-                "spec_hash": spec_hash,
-                "deleted": False,
-            }
+            uid: str = current["uid"] if live and current else new_id()
+            generation: int = current["generation"] + 1 if live and current else 1
+            state = {"uid": uid, "generation": generation, "spec_hash": spec_hash, "deleted": False}
 
             async def publish(event: OutboundEvent) -> None:
-                await self.store.commit([Put(manifest_key(resource.name), state, record.etag if record else None)],
-                                        [event])
+                await self.store.commit(
+                    [Put(manifest_key(resource.name), state, record.etag if record else None)], [event]
+                )
 
-            await reconcile(resource, state["uid"], state["generation"], publish, SOURCE)
+            await reconcile(resource, uid, generation, publish, SOURCE)
             return {**state, "changed": True}
 
         return await retry_on_conflict(attempt)
@@ -156,7 +158,9 @@ class RestaurantService:
 
     # ------------------------------------------------------------------ saga reactions
 
-    async def _catalog(self, restaurant_id: str, apply: Callable[[projection.Entry | None], projection.Entry | None]) -> None:
+    async def _catalog(
+        self, restaurant_id: str, apply: Callable[[projection.Entry | None], projection.Entry | None]
+    ) -> None:
         async def attempt() -> None:
             record = await self.store.get(restaurant_key(restaurant_id))
             updated = apply(record.value if record else None)
@@ -185,9 +189,14 @@ class RestaurantService:
             now = now_iso()
             spec = entry["spec"]
             ticket = Ticket(
-                order_id=data["order_id"], restaurant_id=data["restaurant_id"], customer_id=data["customer_id"],
-                status=TicketStatus.PENDING, total_price=int(data["total_price"]), items=data["items"],
-                created_at=now, updated_at=now,
+                order_id=data["order_id"],
+                restaurant_id=data["restaurant_id"],
+                customer_id=data["customer_id"],
+                status=TicketStatus.PENDING,
+                total_price=int(data["total_price"]),
+                items=data["items"],
+                created_at=now,
+                updated_at=now,
             )
             events: list[OutboundEvent]
             if spec["auto_accept"]:
@@ -196,8 +205,15 @@ class RestaurantService:
             else:
                 due = epoch() + spec["accept_timeout_seconds"]
                 ticket.accept_deadline = iso_at(due)
-                events = [OutboundEvent(topic=topics.TICKET_ACCEPT_DEADLINE, source=SOURCE, subject=ticket.order_id,
-                                        data={"order_id": ticket.order_id}, deliver_at=due)]
+                events = [
+                    OutboundEvent(
+                        topic=topics.TICKET_ACCEPT_DEADLINE,
+                        source=SOURCE,
+                        subject=ticket.order_id,
+                        data={"order_id": ticket.order_id},
+                        deliver_at=due,
+                    )
+                ]
             await self.store.commit([Put(ticket_key(ticket.order_id), ticket.to_dict(), None)], events)
 
         await retry_on_conflict(attempt)
@@ -216,8 +232,9 @@ class RestaurantService:
             ticket = Ticket.from_dict(record.value)
             if not change(ticket, now_iso()):
                 return
-            await self.store.commit([Put(record.key, ticket.to_dict(), record.etag)],
-                                    [_decision(ticket)] if publish else [])
+            await self.store.commit(
+                [Put(record.key, ticket.to_dict(), record.etag)], [_decision(ticket)] if publish else []
+            )
 
         await retry_on_conflict(attempt)
 
@@ -229,4 +246,3 @@ class RestaurantService:
             (Subscription(topics.TICKET_ACCEPT_DEADLINE, "restaurant-accept-deadline"), self.on_accept_deadline),
             (Subscription(topics.ORDER_CANCEL_REQUESTED, "restaurant-on-cancel-requested"), self.on_cancel_requested),
         ]
-

@@ -60,4 +60,3 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
-

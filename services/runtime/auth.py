@@ -62,7 +62,7 @@ class TokenIssuer:
     def verify(self, token: str) -> Principal:
         try:
             claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
-            return Principal(str(claims["sub"]), Role(claims.get("role")))
+            return Principal(str(claims["sub"]), Role(str(claims.get("role"))))
         except (jwt.PyJWTError, ValueError) as exc:
             raise ApiError(401, "UNAUTHORIZED", f"invalid bearer token: {exc}") from exc
 

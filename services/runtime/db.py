@@ -216,9 +216,7 @@ class PostgresDatabase:
             await conn.execute(f'SET search_path TO "{self.schema}"')
             await conn.set_autocommit(True)
 
-        self._pool = AsyncConnectionPool(
-            self.url, min_size=1, max_size=self._max_size, configure=configure, open=False
-        )
+        self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=self._max_size, configure=configure, open=False)
         await self._pool.open(wait=True)
 
     async def close(self) -> None:
@@ -258,7 +256,9 @@ def ddl(dialect: str, statements: Sequence[str]) -> list[str]:
     """Adapt the few dialect differences in our DDL."""
     if dialect == "postgresql":
         return [
-            s.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace(" REAL", " DOUBLE PRECISION")
+            s.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace(
+                " REAL", " DOUBLE PRECISION"
+            )
             for s in statements
         ]
     return list(statements)

@@ -46,4 +46,4 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = Field("NORMAL", pattern="^(OFF|NORMAL|FULL|EXTRA)$")
     max_body_bytes: int = 64 * 1024
     token_ttl_s: int = 12 * 3600
-    chaos: ChaosSettings = Field(default_factory=ChaosSettings)
+    chaos: ChaosSettings = Field(default_factory=lambda: ChaosSettings())

@@ -148,9 +148,7 @@ class Dispatcher:
             for consumer in self._by_topic.get(topic, ()):
                 for _ in range(self._copies()):
                     due = deliver_at + self._delay()
-                    copies[consumer.service].append(
-                        (consumer.subscription.consumer, event_id, topic, envelope, due)
-                    )
+                    copies[consumer.service].append((consumer.subscription.consumer, event_id, topic, envelope, due))
         for target, items in copies.items():
             async with self._dbs[target].database.transaction() as tx:
                 await tx.executemany(
@@ -250,7 +248,7 @@ class Dispatcher:
             )
 
     def _backoff(self, attempts: int) -> float:
-        base = min(self._settings.backoff_cap_s, self._settings.backoff_base_s * 2 ** (attempts - 1))
+        base = min(self._settings.backoff_cap_s, self._settings.backoff_base_s * 2.0 ** (attempts - 1))
         return base * (0.5 + self._random.random() / 2)
 
     async def _dead_letter(self, service: str, tx: Any, row: tuple[Any, ...], attempts: int, error: str) -> None:
@@ -298,14 +296,23 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ housekeeping
 
-    async def backlog(self) -> dict[str, int]:
-        """Events not yet handled, per service (outbox plus queue)."""
-        counts: dict[str, int] = {}
+    async def backlog(self) -> dict[str, dict[str, int]]:
+        """Per service: events due but not yet handled (outbox plus queue), and timers not yet due.
+        No due events anywhere means the platform has settled."""
+        counts: dict[str, dict[str, int]] = {}
+        now = epoch()
         for name, db in self._dbs.items():
             out = await db.database.fetchone("SELECT COUNT(*) FROM outbox")
-            queued = await db.database.fetchone("SELECT COUNT(*) FROM deliveries")
-            counts[name] = int(out[0] if out else 0) + int(queued[0] if queued else 0)
+            due = await db.database.fetchone("SELECT COUNT(*) FROM deliveries WHERE due_at <= ?", (now,))
+            later = await db.database.fetchone("SELECT COUNT(*) FROM deliveries WHERE due_at > ?", (now,))
+            counts[name] = {
+                "due": int(out[0] if out else 0) + int(due[0] if due else 0),
+                "scheduled": int(later[0] if later else 0),
+            }
         return counts
+
+    async def settled(self) -> bool:
+        return all(c["due"] == 0 for c in (await self.backlog()).values())
 
     async def prune_inbox(self) -> None:
         """Forget handled event ids after the retention window; state-machine guards cover later
@@ -324,6 +331,6 @@ class Dispatcher:
                 log.exception("inbox pruning failed")
 
 
-async def _wait(event: asyncio.Event, timeout: float) -> None:
+async def _wait(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout)
+        await asyncio.wait_for(event.wait(), seconds)

@@ -1,0 +1,5 @@
+"""``python -m services`` is the ``baedal`` command."""
+
+from services.cli import app
+
+app()

@@ -1,0 +1,224 @@
+"""Shared fixtures: a running embedded platform per test, driven over HTTP (in-process ASGI).
+
+Backends: SQLite always; PostgreSQL too when ``BAEDAL_TEST_DATABASE_URL`` is set (each test gets
+its own schemas and drops them). Without the variable the PostgreSQL variants skip with a reason;
+with ``BAEDAL_REQUIRE_POSTGRES=1`` (CI) an unreachable server fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.audit import audit
+from services.bootstrap import Platform
+from services.gateway import create_app
+from services.runtime.auth import Role
+from services.runtime.db import PostgresDatabase
+from services.runtime.settings import ChaosSettings, Settings
+
+PG_URL = os.environ.get("BAEDAL_TEST_DATABASE_URL")
+REQUIRE_PG = os.environ.get("BAEDAL_REQUIRE_POSTGRES") == "1"
+EXAMPLES = Path(__file__).resolve().parents[1] / "operator" / "examples"
+
+BACKENDS = [
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=pytest.mark.skipif(
+            not PG_URL, reason="PostgreSQL variant: set BAEDAL_TEST_DATABASE_URL=postgresql://... to run it"
+        ),
+    ),
+]
+
+ORDER_BODY = {
+    "restaurant_id": "seoul-chicken",
+    "items": [{"product_id": "fried", "quantity": 2, "unit_price": 18000}],
+    "delivery": {"address": "서울 강남구 테헤란로 1", "lat": 37.50, "lon": 127.03, "express": False},
+    "payment": {"method": "wallet"},
+    "total_price": 39000,
+}
+
+
+def order_body(restaurant_id: str = "seoul-chicken", lines: Iterable[tuple[str, int, int]] = (("fried", 2, 18000),),
+               fee: int = 3000, express: bool = False) -> dict[str, Any]:
+    items = [{"product_id": p, "quantity": q, "unit_price": u} for p, q, u in lines]
+    return {
+        "restaurant_id": restaurant_id,
+        "items": items,
+        "delivery": {"address": "서울 어딘가 1", "lat": 37.5, "lon": 127.0, "express": express},
+        "payment": {"method": "wallet"},
+        "total_price": sum(q * u for _, q, u in lines) + fee,
+    }
+
+
+class Api:
+    """An HTTP client for the platform with helpers for the roles and for waiting on the saga."""
+
+    def __init__(self, platform: Platform, client: httpx.AsyncClient) -> None:
+        self.platform = platform
+        self.client = client
+
+    def headers(self, role: str, subject: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.platform.tokens.issue(Role(role), subject)}"}
+
+    def admin(self) -> dict[str, str]:
+        return self.headers("admin", "test-admin")
+
+    async def request(self, method: str, path: str, role: str = "admin", subject: str = "test-admin",
+                      **kwargs: Any) -> httpx.Response:
+        headers = {**self.headers(role, subject), **kwargs.pop("headers", {})}
+        return await self.client.request(method, path, headers=headers, **kwargs)
+
+    async def top_up(self, customer: str, amount: int) -> int:
+        response = await self.request("POST", f"/wallets/{customer}/top-ups", "customer", customer,
+                                      json={"amount": amount})
+        assert response.status_code == 200, response.text
+        balance: int = response.json()["balance"]
+        return balance
+
+    async def balance(self, customer: str) -> int:
+        response = await self.request("GET", f"/wallets/{customer}", "customer", customer)
+        assert response.status_code == 200, response.text
+        balance: int = response.json()["balance"]
+        return balance
+
+    async def place(self, customer: str, body: dict[str, Any] | None = None, **headers: str) -> httpx.Response:
+        return await self.request("POST", "/orders", "customer", customer, json=body or ORDER_BODY,
+                                  headers=headers)
+
+    async def place_ok(self, customer: str, body: dict[str, Any] | None = None) -> str:
+        response = await self.place(customer, body)
+        assert response.status_code == 202, response.text
+        order_id: str = response.json()["id"]
+        return order_id
+
+    async def order(self, order_id: str) -> dict[str, Any]:
+        response = await self.request("GET", f"/orders/{order_id}")
+        assert response.status_code == 200, response.text
+        view: dict[str, Any] = response.json()
+        return view
+
+    async def payment(self, order_id: str) -> dict[str, Any] | None:
+        response = await self.request("GET", f"/payments/{order_id}")
+        return response.json() if response.status_code == 200 else None
+
+    async def wait_status(self, order_id: str, *statuses: str, timeout: float = 15.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            view = await self.order(order_id)
+            if view["status"] in statuses:
+                return view
+            if time.monotonic() > deadline:
+                raise AssertionError(f"order {order_id} is {view['status']}, expected one of {statuses}")
+            await asyncio.sleep(0.02)
+
+    async def settle(self, timeout: float = 60.0) -> None:
+        """Wait until no event is due anywhere and no order is PENDING or CANCELLING."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await self.platform.dispatcher.settled():
+                orders = (await self.request("GET", "/admin/audit/orders")).json()
+                if not any(o["status"] in ("PENDING", "CANCELLING") for o in orders):
+                    return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"platform did not settle: {await self.platform.dispatcher.backlog()}")
+
+    async def audit(self, **kwargs: Any) -> dict[str, Any]:
+        async with httpx.AsyncClient(transport=self.client._transport, base_url="http://baedal",
+                                     headers=self.admin()) as client:
+            return await audit(client, delay_s=0.3, **kwargs)
+
+    async def assert_consistent(self) -> dict[str, Any]:
+        """Settle, then every invariant of the contract must hold (and nothing may be stuck)."""
+        await self.settle()
+        report = await self.audit(stuck_after_s=0.0)
+        assert report["ok"], report["violations"]
+        assert not await self.platform.dispatcher.dead_letters(), "no event may end in the dead-letter store"
+        return report
+
+
+PlatformFactory = Callable[..., Awaitable[Platform]]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
+@pytest.fixture
+async def make_platform(backend: str, tmp_path: Path) -> AsyncIterator[PlatformFactory]:
+    """Build (and later stop and clean up) platforms on this test's backend."""
+    started: list[Platform] = []
+    prefixes: list[str] = []
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+
+    async def factory(chaos: ChaosSettings | None = None, data_dir: Path | None = None, **overrides: Any) -> Platform:
+        values: dict[str, Any] = {"data_dir": data_dir or tmp_path / "data", "demo_manifests": EXAMPLES,
+                                  "backoff_base_s": 0.01, "backoff_cap_s": 0.2}
+        if backend == "postgresql":
+            values |= {"database_url": PG_URL, "schema_prefix": prefix}
+            prefixes.append(prefix)
+        if chaos is not None:
+            values["chaos"] = chaos
+        platform = Platform(Settings(**(values | overrides)))
+        await platform.start()
+        started.append(platform)
+        return platform
+
+    if backend == "postgresql":
+        await _require_postgres()
+    yield factory
+    for platform in started:
+        if platform.started:
+            await platform.stop()
+    for schema_prefix in set(prefixes):
+        for service in ("order", "payment", "restaurant"):
+            await PostgresDatabase(str(PG_URL), f"{schema_prefix}{service}").drop_schema()
+
+
+async def _require_postgres() -> None:
+    import psycopg
+
+    try:
+        async with await psycopg.AsyncConnection.connect(str(PG_URL), connect_timeout=5):
+            pass
+    except Exception as exc:
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL at {PG_URL} is required (BAEDAL_REQUIRE_POSTGRES=1) but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL at {PG_URL} unreachable: {exc}")
+
+
+def api_for(platform: Platform) -> Api:
+    app = create_app(platform, manage_lifecycle=False)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://baedal", timeout=30)
+    return Api(platform, client)
+
+
+@pytest.fixture
+async def api(make_platform: PlatformFactory) -> AsyncIterator[Api]:
+    """A running platform with the demo catalog loaded and propagated to the read stores."""
+    platform = await make_platform()
+    client = api_for(platform)
+    await client.settle()
+    yield client
+    await client.client.aclose()
+
+
+async def gather_limited(coros: Iterable[Awaitable[Any]], limit: int = 50) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(coro: Awaitable[Any]) -> Any:
+        async with semaphore:
+            return await coro
+
+    return await asyncio.gather(*(run(c) for c in coros))
