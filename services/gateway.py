@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.bootstrap import Platform
@@ -63,10 +63,10 @@ async def healthz() -> dict[str, str]:
 
 
 @ops.get("/readyz")
-async def readyz(request: Request) -> ORJSONResponse:
+async def readyz(request: Request) -> Response:
     services = await _platform(request).ready()
     if all(services.values()):
-        return ORJSONResponse({"status": "ready", "services": services})
+        return Response(orjson.dumps({"status": "ready", "services": services}), media_type="application/json")
     return problem(503, "NOT_READY", "some services are not ready", services=services)
 
 
@@ -113,7 +113,6 @@ def create_app(platform: Platform, manage_lifecycle: bool = True) -> FastAPI:
     app = FastAPI(
         title="Baedal",
         version="1.0",
-        default_response_class=ORJSONResponse,
         lifespan=lifespan,
         description="Food-delivery ordering: order, pay, accept — an order and its payment never disagree.",
     )

@@ -214,9 +214,10 @@ class PostgresDatabase:
 
         async def configure(conn: Any) -> None:
             await conn.execute(f'SET search_path TO "{self.schema}"')
-            await conn.set_autocommit(True)
 
-        self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=self._max_size, configure=configure, open=False)
+        self._pool = AsyncConnectionPool(
+            self.url, min_size=1, max_size=self._max_size, configure=configure, kwargs={"autocommit": True}, open=False
+        )
         await self._pool.open(wait=True)
 
     async def close(self) -> None:

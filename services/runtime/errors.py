@@ -5,9 +5,10 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM = "application/problem+json"
@@ -55,7 +56,7 @@ def not_found(code: str, detail: str) -> ApiError:
     return ApiError(404, code, detail)
 
 
-def problem(status: int, code: str, detail: str, **extra: Any) -> ORJSONResponse:
+def problem(status: int, code: str, detail: str, **extra: Any) -> Response:
     body = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -65,7 +66,7 @@ def problem(status: int, code: str, detail: str, **extra: Any) -> ORJSONResponse
         **extra,
     }
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return ORJSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
 
 
 _HTTP_CODES = {
@@ -95,24 +96,24 @@ def _validation_detail(exc: RequestValidationError) -> tuple[int, str, list[dict
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> ORJSONResponse:
+    async def _api_error(_: Request, exc: ApiError) -> Response:
         return problem(exc.status, exc.code, exc.detail, **exc.extra)
 
     @app.exception_handler(DomainError)
-    async def _domain_error(_: Request, exc: DomainError) -> ORJSONResponse:
+    async def _domain_error(_: Request, exc: DomainError) -> Response:
         error = from_domain(exc)
         return problem(error.status, error.code, error.detail)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
         status, detail, errors = _validation_detail(exc)
         return problem(status, "VALIDATION_ERROR", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
         return problem(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(_: Request, exc: Exception) -> Response:
         return problem(500, "INTERNAL_ERROR", "an unexpected error occurred; it has been logged")

@@ -1,0 +1,473 @@
+"""``baedal bench``: throughput and latency of the order saga, driven over HTTP like real clients.
+
+Starts a fresh platform in its own process (or drives one at ``--url``), loads an auto-accept
+catalog, funds customers, places orders with bounded concurrency, waits until every saga has
+settled, then runs the consistency audit. What the figures mean: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import httpx
+
+from services.audit import audit
+from services.payment.domain import MAX_TOP_UP
+from services.runtime.auth import SECRET_FILE, Role, TokenIssuer, load_or_create_secret
+from services.runtime.clock import parse_iso
+from services.runtime.db import PostgresDatabase
+
+RESTAURANTS = 10
+MENU_ITEMS = 10
+DELIVERY_FEE = 3000
+EXPRESS_FEE = 5000
+SERVICES = ("order", "payment", "restaurant")
+# CANCELLING too: with auto-accept nothing should cancel, but if something does it is not settled.
+IN_FLIGHT = frozenset({"PENDING", "PAID", "CANCELLING"})
+READY_TIMEOUT_S = 60.0
+CATALOG_TIMEOUT_S = 30.0
+SETTLE_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 15.0
+POLL_S = 0.2
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+Say = Callable[[str], None]
+Rows = list[dict[str, Any]]
+
+
+class BenchError(click.ClickException):
+    """A run that cannot go on; the CLI prints ``Error: ...`` instead of a traceback."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    orders: int = 2000
+    concurrency: int = 64
+    database_url: str | None = None
+    url: str | None = None
+    data_dir: Path | None = None
+    customers: int = 200
+    quiet: bool = False
+
+
+@dataclass
+class Target:
+    """The platform under test; ``pid`` is None when it cannot be found (remote ``--url``)."""
+
+    url: str
+    data_dir: Path
+    pid: int | None
+    peak_rss_mb: float | None = None
+
+
+@dataclass
+class Placement:
+    latencies_ms: list[float] = field(default_factory=list)
+    order_ids: set[str] = field(default_factory=set)
+    failures: Counter[str] = field(default_factory=Counter)
+    rss_mb_samples: list[float | None] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(self.failures.values())
+
+
+# ------------------------------------------------------------------------------------ entry point
+
+
+async def run_bench(config: BenchConfig) -> dict[str, Any]:
+    if config.orders < 1 or config.concurrency < 1 or config.customers < 1:
+        raise BenchError("--orders, --concurrency and --customers must be at least 1")
+    say = _reporter(config.quiet)
+    async with _platform(config, say) as target:
+        placement, rows, violations = await _drive(config, target, say)
+    return _result(config, target, placement, rows, violations)
+
+
+async def _drive(config: BenchConfig, target: Target, say: Say) -> tuple[Placement, Rows, int]:
+    tokens = TokenIssuer(load_or_create_secret(target.data_dir))
+    customers = [f"bench-c{i}" for i in range(config.customers)]
+    auth = {c: {"Authorization": f"Bearer {tokens.issue(Role.CUSTOMER, c)}"} for c in customers}
+    limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
+    admin = {"Authorization": f"Bearer {tokens.issue(Role.ADMIN, 'bench')}"}
+    # Admin is the default; customer calls override the header per request.
+    async with httpx.AsyncClient(base_url=target.url, headers=admin, limits=limits, timeout=120.0) as client:
+        await _load_catalog(client, say)
+        await _fund(client, config, customers, auth, say)
+        placement = await _place(client, config, customers, auth, target.pid, say)
+        rows = await _settle(client, placement.order_ids, say)
+        say("auditing")
+        report = await audit(client)
+    for violation in report["violations"][:10]:
+        say(f"violation: {violation}")
+    return placement, rows, len(report["violations"])
+
+
+# ------------------------------------------------------------------------------------ the platform
+
+
+@asynccontextmanager
+async def _platform(config: BenchConfig, say: Say) -> AsyncIterator[Target]:
+    if config.url:
+        target = _existing(config)
+        yield target
+        target.peak_rss_mb = _proc_mb(target.pid, "VmHWM")
+        return
+    prefix = f"bench_{secrets.token_hex(4)}_" if config.database_url else None
+    with tempfile.TemporaryDirectory(prefix="baedal-bench-") as tmp:
+        data_dir = Path(tmp)
+        port = _free_port()
+        log_path = data_dir / "server.log"
+        with log_path.open("wb") as log_file:
+            proc = _spawn(config, port, data_dir, prefix, log_file)
+            target = Target(f"http://127.0.0.1:{port}", data_dir, proc.pid)
+            say(f"platform pid {proc.pid} on {target.url} ({_backend(config)}), data dir {data_dir}")
+            try:
+                await _wait_ready(target.url, proc, log_path)
+                yield target
+            finally:
+                # VmHWM is gone once the process exits, so read it first.
+                target.peak_rss_mb = _proc_mb(proc.pid, "VmHWM")
+                _stop(proc)
+                if config.database_url and prefix:
+                    await _drop_schemas(config.database_url, prefix)
+
+
+def _existing(config: BenchConfig) -> Target:
+    assert config.url is not None
+    data_dir = config.data_dir or Path(os.environ.get("BAEDAL_DATA_DIR", ".baedal"))
+    if not (data_dir / SECRET_FILE).exists():
+        # Creating a secret here would only mint tokens the platform rejects.
+        raise BenchError(f"no signing secret in {data_dir}; pass --data-dir of the platform at {config.url}")
+    return Target(config.url.rstrip("/"), data_dir, _listener_pid(config.url))
+
+
+def _spawn(config: BenchConfig, port: int, data_dir: Path, prefix: str | None, log: Any) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "services", "up", "--port", str(port), "--data-dir", str(data_dir)]
+    command += ["--log-level", "warning"]
+    env = {**os.environ, "BAEDAL_LOAD_DEMO": "false"}
+    if config.database_url and prefix:
+        command += ["--database-url", config.database_url]
+        env["BAEDAL_SCHEMA_PREFIX"] = prefix
+    else:
+        env.pop("BAEDAL_DATABASE_URL", None)  # else the "SQLite" run would silently use PostgreSQL
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with httpx.AsyncClient(base_url=url, timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BenchError(f"the platform exited with {proc.returncode}:\n{_tail(log_path)}")
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass  # not listening yet
+            await asyncio.sleep(0.1)
+    raise BenchError(f"the platform was not ready within {READY_TIMEOUT_S:.0f}s:\n{_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    # Blocking on purpose: this runs in ``finally``, possibly while the run is being cancelled.
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def _drop_schemas(url: str, prefix: str) -> None:
+    for service in SERVICES:
+        await PostgresDatabase(url, f"{prefix}{service}").drop_schema()
+
+
+# ------------------------------------------------------------------------------------ /proc
+
+
+def _proc_mb(pid: int | None, key: str) -> float | None:
+    """A memory figure (VmRSS, VmHWM) of a process in MB, or None if it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _listener_pid(url: str) -> int | None:
+    """The local process listening on the URL's port (via socket inodes in /proc), if visible."""
+    parts = urlsplit(url)
+    if parts.hostname not in LOCAL_HOSTS:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+        except OSError:
+            continue  # another user's process, or it just exited
+        if links & inodes:
+            return int(proc.name)
+    return None
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{cols[9]}]")
+    return inodes
+
+
+# ------------------------------------------------------------------------------------ workload
+
+
+def _price(item: int) -> int:
+    return 5000 + 1000 * item
+
+
+def _manifest(index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "baedal.io/v1",
+        "kind": "Restaurant",
+        "metadata": {"name": f"bench-r{index}"},
+        "spec": {
+            "displayName": f"Bench Kitchen {index}",
+            "open": True,
+            "autoAccept": True,
+            "acceptTimeoutSeconds": 300,
+            "location": {"lat": 37.5 + index / 1000, "lon": 127.0 + index / 1000},
+            "deliveryFee": DELIVERY_FEE,
+            "expressFee": EXPRESS_FEE,
+            "owners": ["bench-owner"],
+            "menu": [{"id": f"item-{k}", "name": f"Item {k}", "price": _price(k)} for k in range(MENU_ITEMS)],
+        },
+    }
+
+
+def _order_body(index: int) -> dict[str, Any]:
+    """Order ``index``: restaurant round-robin, two distinct lines that vary with the index."""
+    first, second = index % MENU_ITEMS, (index + 3) % MENU_ITEMS
+    lines = [(f"item-{first}", 1, _price(first)), (f"item-{second}", 2, _price(second))]
+    return {
+        "restaurant_id": f"bench-r{index % RESTAURANTS}",
+        "items": [{"product_id": p, "quantity": q, "unit_price": u} for p, q, u in lines],
+        "delivery": {"address": "서울 강남구 테헤란로 1", "lat": 37.5, "lon": 127.03, "express": False},
+        "payment": {"method": "wallet"},
+        "total_price": sum(q * u for _, q, u in lines) + DELIVERY_FEE,
+    }
+
+
+async def _pool(count: int, concurrency: int, job: Callable[[int], Awaitable[None]]) -> None:
+    """Run job(0..count-1) with at most ``concurrency`` in flight (workers share one iterator)."""
+    indexes = iter(range(count))
+
+    async def worker() -> None:
+        for index in indexes:
+            await job(index)
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
+
+
+async def _load_catalog(client: httpx.AsyncClient, say: Say) -> None:
+    for index in range(RESTAURANTS):
+        response = await client.post("/admin/restaurants", json=_manifest(index))
+        if not response.is_success:
+            raise BenchError(f"manifest bench-r{index} rejected: {response.status_code} {response.text}")
+    # The order service validates against its own read store, which catalog events fill asynchronously.
+    deadline = time.monotonic() + CATALOG_TIMEOUT_S
+    for index in range(RESTAURANTS):
+        while (await client.get(f"/restaurants/bench-r{index}/menu")).status_code != 200:
+            if time.monotonic() > deadline:
+                raise BenchError(f"bench-r{index} did not reach the order service's menu within {CATALOG_TIMEOUT_S}s")
+            await asyncio.sleep(0.05)
+    say(f"catalog: {RESTAURANTS} auto-accept restaurants with {MENU_ITEMS} items each")
+
+
+async def _fund(
+    client: httpx.AsyncClient, config: BenchConfig, customers: Sequence[str], auth: dict[str, dict[str, str]], say: Say
+) -> None:
+    needed = Counter[str]()
+    for index in range(config.orders):
+        needed[customers[index % len(customers)]] += _order_body(index)["total_price"]
+    top_ups = [(c, min(MAX_TOP_UP, left)) for c, total in needed.items() for left in range(total, 0, -MAX_TOP_UP)]
+
+    async def top_up(index: int) -> None:
+        customer, amount = top_ups[index]
+        response = await client.post(f"/wallets/{customer}/top-ups", json={"amount": amount}, headers=auth[customer])
+        if response.status_code != 200:
+            raise BenchError(f"top-up of {customer} failed: {response.status_code} {response.text}")
+
+    await _pool(len(top_ups), config.concurrency, top_up)
+    say(f"funded {len(needed)} customers with {sum(needed.values()):,} KRW")
+
+
+async def _place(
+    client: httpx.AsyncClient,
+    config: BenchConfig,
+    customers: Sequence[str],
+    auth: dict[str, dict[str, str]],
+    pid: int | None,
+    say: Say,
+) -> Placement:
+    result = Placement()
+    checkpoints = {math.ceil(config.orders * q / 4) for q in (1, 2, 3, 4)}
+    started = time.perf_counter()
+
+    async def place(index: int) -> None:
+        customer = customers[index % len(customers)]
+        sent = time.perf_counter()
+        try:
+            response = await client.post("/orders", json=_order_body(index), headers=auth[customer])
+        except httpx.HTTPError as exc:
+            result.failures[type(exc).__name__] += 1
+        else:
+            if response.status_code == 202:
+                result.latencies_ms.append((time.perf_counter() - sent) * 1000)
+                # The Location header carries the id; cheaper than parsing the body.
+                result.order_ids.add(response.headers["location"].rsplit("/", 1)[-1])
+            else:
+                result.failures[f"HTTP {response.status_code}"] += 1
+        done = len(result.latencies_ms) + result.errors
+        if done in checkpoints:
+            result.rss_mb_samples.append(_proc_mb(pid, "VmRSS"))
+            elapsed = time.perf_counter() - started
+            rss = result.rss_mb_samples[-1]
+            say(f"placed {done}/{config.orders} in {elapsed:.1f}s ({done / elapsed:.0f}/s), server RSS {rss} MB")
+
+    await _pool(config.orders, config.concurrency, place)
+    result.wall_s = time.perf_counter() - started
+    if result.failures:
+        say(f"placement errors: {dict(result.failures)}")
+    return result
+
+
+async def _settle(client: httpx.AsyncClient, order_ids: set[str], say: Say) -> Rows:
+    """Wait until no event is due and none of our orders is mid-saga; return their audit rows."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    rows: Rows = []
+    last_report = 0.0
+    while True:
+        backlog = await _get(client, "/admin/backlog")
+        if backlog["settled"]:
+            rows = [r for r in await _get(client, "/admin/audit/orders") if r["id"] in order_ids]
+            if not any(r["status"] in IN_FLIGHT for r in rows):
+                return rows
+        if time.monotonic() > deadline:
+            say(f"not settled after {SETTLE_TIMEOUT_S:.0f}s; auditing anyway")
+            return rows or [r for r in await _get(client, "/admin/audit/orders") if r["id"] in order_ids]
+        if time.monotonic() - last_report > 2.0:
+            last_report = time.monotonic()
+            due = {name: c["due"] for name, c in backlog["backlog"].items()}
+            say(f"settling: events due {due}")
+        await asyncio.sleep(POLL_S)
+
+
+async def _get(client: httpx.AsyncClient, path: str) -> Any:
+    response = await client.get(path)
+    if response.status_code != 200:
+        raise BenchError(f"GET {path}: {response.status_code} {response.text}")
+    return response.json()
+
+
+# ------------------------------------------------------------------------------------ figures
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    """Nearest-rank p50/p95/p99 (None when there is nothing to rank)."""
+    ranked = sorted(values)
+
+    def rank(p: int) -> float | None:
+        return round(ranked[max(math.ceil(p / 100 * len(ranked)) - 1, 0)], 1) if ranked else None
+
+    return {"p50": rank(50), "p95": rank(95), "p99": rank(99)}
+
+
+def _sagas(rows: Rows) -> tuple[list[float], float | None]:
+    """Per accepted order: accepted_at − created_at in ms; and accepted orders per second of the
+    whole run (first order created → last order accepted)."""
+    spans = [(parse_iso(r["created_at"]), parse_iso(r["accepted_at"])) for r in rows if r["accepted_at"]]
+    saga_ms = [(accepted - created).total_seconds() * 1000 for created, accepted in spans]
+    if not spans:
+        return saga_ms, None
+    window = (max(a for _, a in spans) - min(parse_iso(r["created_at"]) for r in rows)).total_seconds()
+    return saga_ms, round(len(spans) / window, 1) if window > 0 else None
+
+
+def _result(config: BenchConfig, target: Target, placement: Placement, rows: Rows, violations: int) -> dict[str, Any]:
+    saga_ms, sagas_per_s = _sagas(rows)
+    return {
+        "orders": config.orders,
+        "sagas_per_s": sagas_per_s,
+        "placement_ms": _percentiles(placement.latencies_ms),
+        "saga_ms": _percentiles(saga_ms),
+        "violations": violations,
+        "peak_rss_mb": target.peak_rss_mb,
+        "backend": _backend(config),
+        "concurrency": config.concurrency,
+        "errors": placement.errors,
+        "accepted": len(saga_ms),
+        "placement_s": round(placement.wall_s, 1),
+        "rss_mb_samples": placement.rss_mb_samples,
+    }
+
+
+def _backend(config: BenchConfig) -> str:
+    if config.database_url:
+        return "postgresql"
+    return "unknown" if config.url else "sqlite"  # a running platform's backend is not visible over HTTP
+
+
+def _reporter(quiet: bool) -> Say:
+    def say(message: str) -> None:
+        if not quiet:
+            print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+    return say
