@@ -8,6 +8,8 @@ settled, then runs the consistency audit. What the figures mean: docs/benchmarks
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import math
 import os
 import secrets
@@ -25,8 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import click
 import httpx
+import typer
 
 from services.audit import audit
 from services.payment.domain import MAX_TOP_UP
@@ -46,14 +48,15 @@ CATALOG_TIMEOUT_S = 30.0
 SETTLE_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 15.0
 POLL_S = 0.2
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 Say = Callable[[str], None]
 Rows = list[dict[str, Any]]
 
 
-class BenchError(click.ClickException):
-    """A run that cannot go on; the CLI prints ``Error: ...`` instead of a traceback."""
+class BenchError(RuntimeError):
+    """A run that cannot go on (platform not starting, catalog rejected, ...)."""
 
 
 @dataclass(frozen=True)
@@ -94,11 +97,17 @@ class Placement:
 
 
 async def run_bench(config: BenchConfig) -> dict[str, Any]:
-    if config.orders < 1 or config.concurrency < 1 or config.customers < 1:
-        raise BenchError("--orders, --concurrency and --customers must be at least 1")
+    """The figures of one run (see the module docstring). A run that cannot go on prints why and
+    raises ``typer.Exit(2)``, so the CLI shows a message rather than a traceback."""
     say = _reporter(config.quiet)
-    async with _platform(config, say) as target:
-        placement, rows, violations = await _drive(config, target, say)
+    try:
+        if config.orders < 1 or config.concurrency < 1 or config.customers < 1:
+            raise BenchError("--orders, --concurrency and --customers must be at least 1")
+        async with _platform(config, say) as target:
+            placement, rows, violations = await _drive(config, target, say)
+    except BenchError as exc:
+        print(f"Error: {exc}", file=sys.stderr, flush=True)
+        raise typer.Exit(2) from exc
     return _result(config, target, placement, rows, violations)
 
 
@@ -112,8 +121,11 @@ async def _drive(config: BenchConfig, target: Target, say: Say) -> tuple[Placeme
     async with httpx.AsyncClient(base_url=target.url, headers=admin, limits=limits, timeout=120.0) as client:
         await _load_catalog(client, say)
         await _fund(client, config, customers, auth, say)
+        say(f"load average before placing: {os.getloadavg()[0]:.2f} (other work on the machine skews the figures)")
+        cpu_before = _cpu_s(target.pid), time.process_time()
         placement = await _place(client, config, customers, auth, target.pid, say)
         rows = await _settle(client, placement.order_ids, say)
+        _say_cpu(say, config.orders, cpu_before, (_cpu_s(target.pid), time.process_time()))
         say("auditing")
         report = await audit(client)
     for violation in report["violations"][:10]:
@@ -169,7 +181,21 @@ def _spawn(config: BenchConfig, port: int, data_dir: Path, prefix: str | None, l
         env["BAEDAL_SCHEMA_PREFIX"] = prefix
     else:
         env.pop("BAEDAL_DATABASE_URL", None)  # else the "SQLite" run would silently use PostgreSQL
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+
+
+def _die_with_parent() -> None:
+    """Runs in the child: SIGTERM it if the bench dies without cleaning up (SIGKILL, SIGTERM)."""
+    # Without prctl the finally blocks still stop it on every orderly exit.
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -194,7 +220,7 @@ async def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -
     raise BenchError(f"the platform was not ready within {READY_TIMEOUT_S:.0f}s:\n{_tail(log_path)}")
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def _tail(path: Path, lines: int = 12) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
@@ -211,8 +237,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def _drop_schemas(url: str, prefix: str) -> None:
-    for service in SERVICES:
-        await PostgresDatabase(url, f"{prefix}{service}").drop_schema()
+    """Best effort: a failure here must not hide the run's own outcome or error."""
+    try:
+        for service in SERVICES:
+            await PostgresDatabase(url, f"{prefix}{service}").drop_schema()
+    except Exception as exc:
+        print(f"warning: could not drop the schemas {prefix}*: {exc}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------ /proc
@@ -229,6 +259,28 @@ def _proc_mb(pid: int | None, key: str) -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) a process has used so far."""
+    if pid is None:
+        return None
+    try:
+        # Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _say_cpu(say: Say, orders: int, before: tuple[float | None, float], after: tuple[float | None, float]) -> None:
+    """Both processes share the machine's cores, so the driver's own CPU cost matters too."""
+    client = after[1] - before[1]
+    line = f"CPU while placing and settling: bench client {client:.1f}s ({client / orders * 1000:.2f} ms/order)"
+    if before[0] is not None and after[0] is not None:
+        server = after[0] - before[0]
+        line += f", server {server:.1f}s ({server / orders * 1000:.2f} ms/order)"
+    say(line)
 
 
 def _listener_pid(url: str) -> int | None:

@@ -101,6 +101,18 @@ class Api:
         order_id: str = response.json()["id"]
         return order_id
 
+    async def owner_decide(self, restaurant_id: str, order_id: str, verb: str, owner: str,
+                           json: dict[str, Any] | None = None, timeout: float = 30.0) -> httpx.Response:
+        """accept/reject as an owner. A just-paid order can show in the queue a moment before the
+        restaurant service has opened its ticket (404 then): retry that window."""
+        deadline = time.monotonic() + timeout
+        path = f"/restaurants/{restaurant_id}/orders/{order_id}/{verb}"
+        while True:
+            response = await self.request("POST", path, "owner", owner, json=json)
+            if response.status_code != 404 or time.monotonic() > deadline:
+                return response
+            await asyncio.sleep(0.05)
+
     async def order(self, order_id: str) -> dict[str, Any]:
         response = await self.request("GET", f"/orders/{order_id}")
         assert response.status_code == 200, response.text
@@ -111,7 +123,9 @@ class Api:
         response = await self.request("GET", f"/payments/{order_id}")
         return response.json() if response.status_code == 200 else None
 
-    async def wait_status(self, order_id: str, *statuses: str, timeout: float = 15.0) -> dict[str, Any]:
+    async def wait_status(
+        self, order_id: str, *statuses: str, timeout: float = 15.0, poll: float = 0.02
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             view = await self.order(order_id)
@@ -119,7 +133,7 @@ class Api:
                 return view
             if time.monotonic() > deadline:
                 raise AssertionError(f"order {order_id} is {view['status']}, expected one of {statuses}")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(poll)
 
     async def settle(self, timeout: float = 60.0) -> None:
         """Wait until no event is due anywhere and no order is PENDING or CANCELLING."""

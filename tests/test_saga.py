@@ -20,8 +20,12 @@ async def test_happy_path_auto_accept(api: Api) -> None:
     assert order["cancel_reason"] is None
     assert await api.balance("alice") == 100_000 - 39_000
     assert (await api.payment(order_id)) == {
-        "order_id": order_id, "customer_id": "alice", "amount": 39_000, "method": "wallet",
-        "status": "COMPLETED", "failure_reason": None,
+        "order_id": order_id,
+        "customer_id": "alice",
+        "amount": 39_000,
+        "method": "wallet",
+        "status": "COMPLETED",
+        "failure_reason": None,
     }
     await api.assert_consistent()
 
@@ -34,7 +38,7 @@ async def test_happy_path_manual_accept_by_owner(api: Api) -> None:
     assert queue.status_code == 200
     await _eventually(api, "owner-lee", order_id)
 
-    accepted = await api.request("POST", f"/restaurants/hanok-bibimbap/orders/{order_id}/accept", "owner", "owner-lee")
+    accepted = await api.owner_decide("hanok-bibimbap", order_id, "accept", "owner-lee")
     assert accepted.status_code == 202, accepted.text
     order = await api.wait_status(order_id, "ACCEPTED")
     assert [h["status"] for h in order["history"]] == ["PENDING", "PAID", "ACCEPTED"]
@@ -72,9 +76,8 @@ async def test_owner_rejects_then_refund(api: Api) -> None:
     await api.wait_status(order_id, "PAID")
     assert await api.balance("dave") == 30_000 - 20_500
     await _eventually(api, "owner-park", order_id)
-    rejected = await api.request(
-        "POST", f"/restaurants/hanok-bibimbap/orders/{order_id}/reject", "owner", "owner-park",
-        json={"reason": "out of rice"},
+    rejected = await api.owner_decide(
+        "hanok-bibimbap", order_id, "reject", "owner-park", json={"reason": "out of rice"}
     )
     assert rejected.status_code == 202, rejected.text
     order = await api.wait_status(order_id, "CANCELLED")
@@ -190,8 +193,14 @@ def _manual_restaurant(name: str, timeout_s: int) -> dict[str, object]:
         "kind": "Restaurant",
         "metadata": {"name": name},
         "spec": {
-            "displayName": name, "open": True, "autoAccept": False, "acceptTimeoutSeconds": timeout_s,
-            "location": {"lat": 37.5, "lon": 127.0}, "deliveryFee": 1000, "expressFee": 2000,
-            "owners": ["owner-slow"], "menu": [{"id": "soup", "name": "국밥", "price": 8000, "available": True}],
+            "displayName": name,
+            "open": True,
+            "autoAccept": False,
+            "acceptTimeoutSeconds": timeout_s,
+            "location": {"lat": 37.5, "lon": 127.0},
+            "deliveryFee": 1000,
+            "expressFee": 2000,
+            "owners": ["owner-slow"],
+            "menu": [{"id": "soup", "name": "국밥", "price": 8000, "available": True}],
         },
     }

@@ -222,13 +222,33 @@ class RestaurantService:
         await self._ticket_change(event.data["order_id"], lambda t, now: t.time_out(now), publish=True)
 
     async def on_cancel_requested(self, event: Event) -> None:
-        await self._ticket_change(event.data["order_id"], lambda t, now: t.cancel(now), publish=False)
+        """Cancel the ticket; with no ticket yet, leave a CANCELLED one so that an ``order.paid``
+        overtaken by this cancel cannot open (and auto-accept) a ticket later."""
+        data = event.data
 
-    async def _ticket_change(self, order_id: str, change: Callable[[Ticket, str], bool], publish: bool) -> None:
+        def tombstone() -> Ticket:
+            now = now_iso()
+            return Ticket(
+                order_id=data["order_id"], restaurant_id=data["restaurant_id"], customer_id=data["customer_id"],
+                status=TicketStatus.CANCELLED, total_price=int(data["amount"]), items=[], created_at=now,
+                updated_at=now,
+            )
+
+        await self._ticket_change(data["order_id"], lambda t, now: t.cancel(now), publish=False, missing=tombstone)
+
+    async def _ticket_change(
+        self,
+        order_id: str,
+        change: Callable[[Ticket, str], bool],
+        publish: bool,
+        missing: Callable[[], Ticket] | None = None,
+    ) -> None:
         async def attempt() -> None:
             record = await self.store.get(ticket_key(order_id))
             if record is None:
-                return  # cancelled before it was paid: there is no ticket to change
+                if missing is not None:
+                    await self.store.commit([Put(ticket_key(order_id), missing().to_dict(), None)])
+                return
             ticket = Ticket.from_dict(record.value)
             if not change(ticket, now_iso()):
                 return
