@@ -1,0 +1,172 @@
+"""Crash: ``baedal up`` as a real process, SIGKILLed during a burst of orders and restarted on the
+same data dir. Every order that got a 202 settles, and the audit is clean."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.audit import audit
+from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
+from services.runtime.db import PostgresDatabase
+from tests.conftest import EXAMPLES, ORDER_BODY, PG_URL, _require_postgres
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A ``baedal up`` process that is always stopped, whatever happens in the test."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.env = env
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "services",
+            "up",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "warning",
+        ]
+        log = (self.data_dir.parent / f"server-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "baedal up exited during start-up"
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("baedal up did not become ready")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=pytest.mark.skipif(
+                not PG_URL, reason="PostgreSQL variant: set BAEDAL_TEST_DATABASE_URL=postgresql://... to run it"
+            ),
+        ),
+    ]
+)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    env = {**os.environ, "BAEDAL_DEMO_MANIFESTS": str(EXAMPLES)}
+    prefix = f"crash{uuid.uuid4().hex[:8]}_"
+    if request.param == "postgresql":
+        asyncio.run(_require_postgres())
+        env |= {"BAEDAL_DATABASE_URL": str(PG_URL), "BAEDAL_SCHEMA_PREFIX": prefix}
+    server = Server(tmp_path / "data", env)
+    try:
+        yield server
+    finally:
+        server.stop()
+        if request.param == "postgresql":
+            for service in ("order", "payment", "restaurant"):
+                asyncio.run(PostgresDatabase(str(PG_URL), f"{prefix}{service}").drop_schema())
+
+
+async def test_sigkill_during_a_burst_loses_nothing_acknowledged(server: Server) -> None:
+    server.start()
+    tokens = TokenIssuer(load_or_create_secret(server.data_dir))
+    customers = [f"crash-{n}" for n in range(20)]
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        for customer in customers:
+            headers = {"Authorization": f"Bearer {tokens.issue(Role.CUSTOMER, customer)}"}
+            response = await client.post(f"/wallets/{customer}/top-ups", json={"amount": 5_000_000}, headers=headers)
+            assert response.status_code == 200
+        await _wait_menu(client)
+        acknowledged = await _burst_then_kill(client, server, tokens, customers)
+    assert len(acknowledged) >= 50, "the kill should land mid-burst, after some orders were acknowledged"
+
+    server.start()  # same data dir (and same PostgreSQL schemas)
+    admin = {"Authorization": f"Bearer {tokens.issue(Role.ADMIN, 'crash-test')}"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=admin) as client:
+        deadline = time.monotonic() + 90
+        pending = set(acknowledged)
+        while pending and time.monotonic() < deadline:
+            orders = {o["id"]: o for o in (await client.get("/admin/audit/orders")).json()}
+            missing = pending - orders.keys()
+            assert not missing, f"acknowledged orders lost: {sorted(missing)[:5]}"
+            pending = {oid for oid in pending if orders[oid]["status"] != "ACCEPTED"}
+            await asyncio.sleep(0.5)
+        assert not pending, f"{len(pending)} acknowledged orders never settled"
+        report = await audit(client, stuck_after_s=5.0)
+    assert report["ok"], report["violations"]
+
+
+async def _wait_menu(client: httpx.AsyncClient) -> None:
+    for _ in range(100):
+        if (await client.get("/restaurants/seoul-chicken/menu")).status_code == 200:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("demo catalog never reached the read store")
+
+
+async def _burst_then_kill(
+    client: httpx.AsyncClient, server: Server, tokens: TokenIssuer, customers: list[str]
+) -> list[str]:
+    """Place orders from 20 concurrent clients; SIGKILL the server once 80 were acknowledged."""
+    acknowledged: list[str] = []
+    killed = asyncio.Event()
+
+    async def customer_loop(customer: str) -> None:
+        headers = {"Authorization": f"Bearer {tokens.issue(Role.CUSTOMER, customer)}"}
+        while not killed.is_set():
+            try:
+                response = await client.post("/orders", json=ORDER_BODY, headers=headers)
+            except httpx.HTTPError:
+                return  # the server is gone; this request was never acknowledged
+            if response.status_code == 202:
+                acknowledged.append(response.json()["id"])
+                if len(acknowledged) >= 80 and not killed.is_set():
+                    killed.set()
+                    server.kill()
+
+    await asyncio.wait_for(asyncio.gather(*(customer_loop(c) for c in customers)), timeout=120)
+    return acknowledged
