@@ -121,11 +121,10 @@ async def _drive(config: BenchConfig, target: Target, say: Say) -> tuple[Placeme
     async with httpx.AsyncClient(base_url=target.url, headers=admin, limits=limits, timeout=120.0) as client:
         await _load_catalog(client, say)
         await _fund(client, config, customers, auth, say)
-        say(f"load average before placing: {os.getloadavg()[0]:.2f} (other work on the machine skews the figures)")
-        cpu_before = _cpu_s(target.pid), time.process_time()
+        cpu_before = CpuSnapshot.take(target.pid)
         placement = await _place(client, config, customers, auth, target.pid, say)
         rows = await _settle(client, placement.order_ids, say)
-        _say_cpu(say, config.orders, cpu_before, (_cpu_s(target.pid), time.process_time()))
+        say(CpuSnapshot.take(target.pid).report(cpu_before, config.orders))
         say("auditing")
         report = await audit(client)
     for violation in report["violations"][:10]:
@@ -261,26 +260,52 @@ def _proc_mb(pid: int | None, key: str) -> float | None:
     return None
 
 
-def _cpu_s(pid: int | None) -> float | None:
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far by the server, by this process, and by the whole machine. The bench
+    shares the cores with the server (and with anything else running), so all three matter."""
+
+    server: float | None
+    client: float
+    machine: float | None
+
+    @classmethod
+    def take(cls, pid: int | None) -> CpuSnapshot:
+        return cls(_process_cpu_s(pid), time.process_time(), _machine_busy_s())
+
+    def report(self, before: CpuSnapshot, orders: int) -> str:
+        def part(name: str, now: float | None, then: float | None) -> str | None:
+            if now is None or then is None:
+                return None
+            return f"{name} {now - then:.1f}s ({(now - then) / orders * 1000:.2f} ms/order)"
+
+        parts = [part("server", self.server, before.server), part("bench client", self.client, before.client)]
+        if None not in (self.machine, before.machine, self.server, before.server):
+            ours = (self.server or 0) - (before.server or 0) + self.client - before.client
+            others = (self.machine or 0) - (before.machine or 0) - ours
+            parts.append(f"everything else {max(others, 0.0):.1f}s")
+        return "CPU while placing and settling: " + ", ".join(p for p in parts if p)
+
+
+def _process_cpu_s(pid: int | None) -> float | None:
     """CPU seconds (user + system) a process has used so far."""
     if pid is None:
         return None
     try:
-        # Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        # The fields after the parenthesised command name; utime and stime are the 12th and 13th.
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
 
 
-def _say_cpu(say: Say, orders: int, before: tuple[float | None, float], after: tuple[float | None, float]) -> None:
-    """Both processes share the machine's cores, so the driver's own CPU cost matters too."""
-    client = after[1] - before[1]
-    line = f"CPU while placing and settling: bench client {client:.1f}s ({client / orders * 1000:.2f} ms/order)"
-    if before[0] is not None and after[0] is not None:
-        server = after[0] - before[0]
-        line += f", server {server:.1f}s ({server / orders * 1000:.2f} ms/order)"
-    say(line)
+def _machine_busy_s() -> float | None:
+    """Non-idle CPU seconds of all cores since boot (/proc/stat)."""
+    try:
+        ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _listener_pid(url: str) -> int | None:

@@ -51,8 +51,9 @@ class Platform:
             await db.open(EXTRA_SCHEMA.get(name, ()))
         await self.dispatcher.start()
         self.started = True
-        if self.settings.load_demo and not await self.restaurant.has_manifests():
+        if self.settings.load_demo and not await self.restaurant.demo_loaded():
             await self.load_manifests()
+            await self.restaurant.mark_demo_loaded()
 
     async def load_manifests(self) -> None:
         path = self.settings.demo_manifests

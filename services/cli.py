@@ -79,7 +79,7 @@ def token(
     role: Annotated[Role, typer.Argument(help="customer, owner, rider or admin")],
     subject: Annotated[str, typer.Argument(help="the customer, owner or rider id")],
     data_dir: DataDir = Path(".baedal"),
-    ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 12 * 3600,
+    ttl: Annotated[int, typer.Option(min=1, help="lifetime in seconds")] = 12 * 3600,
 ) -> None:
     """Print a bearer token signed with the data dir's secret."""
     typer.echo(TokenIssuer(load_or_create_secret(data_dir)).issue(role, subject, ttl))

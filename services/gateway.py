@@ -99,6 +99,20 @@ async def replay(letter_id: str, request: Request, principal: CurrentPrincipal) 
     return {"id": letter_id, "replayed": True}
 
 
+@ops.post("/admin/services/{service}/{action}", status_code=202)
+async def pause_or_resume(service: str, action: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    """Stop or restart one service's event consumers (fault-isolation drills). Its HTTP API and
+    everything else keep running; its events wait in its queue."""
+    require_admin(principal)
+    dispatcher = _platform(request).dispatcher
+    if service not in dispatcher.services:
+        raise ApiError(404, "SERVICE_NOT_FOUND", f"no service {service!r}")
+    if action not in ("pause", "resume"):
+        raise ApiError(404, "NOT_FOUND", "action must be pause or resume")
+    (dispatcher.pause if action == "pause" else dispatcher.resume)(service)
+    return {"service": service, "paused": service in dispatcher.paused}
+
+
 def create_app(platform: Platform, manage_lifecycle: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -118,7 +132,7 @@ def create_app(platform: Platform, manage_lifecycle: bool = True) -> FastAPI:
     )
     app.state.platform = platform
     app.state.tokens = platform.tokens
-    install_error_handlers(app)
+    install_error_handlers(app, [route for router in (*SERVICE_ROUTERS.values(), ops) for route in router.routes])
     for router in SERVICE_ROUTERS.values():
         app.include_router(router)
     app.include_router(ops)

@@ -10,7 +10,8 @@ Two sources change a restaurant, each with its own ordering:
 The effective view combines them: open only if the manifest says open *and* the owner has not
 closed it; an item is available only if the manifest says so *and* the owner has not marked it
 sold out. Owner overrides survive later manifest generations (an owner's "sold out" is not undone
-by a price change); overrides for items no longer on the menu are ignored.
+by a price change); overrides for items no longer on the menu are ignored. A re-created restaurant
+(new ``uid``) starts without the old one's overrides.
 """
 
 from __future__ import annotations
@@ -42,9 +43,15 @@ def apply_snapshot(entry: Entry | None, data: dict[str, Any]) -> Entry | None:
     uid, generation = data["uid"], int(data["generation"])
     if uid in current["tombstones"]:
         return None
-    if uid == current["uid"] and generation <= current["generation"]:
-        return None
-    return {**current, "uid": uid, "generation": generation, "spec": data["spec"], "deleted": False}
+    if uid == current["uid"]:
+        if generation <= current["generation"]:
+            return None
+        return {**current, "generation": generation, "spec": data["spec"]}
+    # A new incarnation replaces the old one: bury the old uid so its late events cannot return,
+    # and start without the old incarnation's owner overrides.
+    buried = [*current["tombstones"], current["uid"]][-TOMBSTONES_KEPT:] if current["uid"] else current["tombstones"]
+    fresh = empty_entry(current["restaurant_id"])
+    return {**fresh, "uid": uid, "generation": generation, "spec": data["spec"], "deleted": False, "tombstones": buried}
 
 
 def apply_removal(entry: Entry | None, data: dict[str, Any]) -> Entry | None:
@@ -60,8 +67,9 @@ def apply_removal(entry: Entry | None, data: dict[str, Any]) -> Entry | None:
 
 
 def apply_overrides(entry: Entry | None, data: dict[str, Any]) -> Entry | None:
+    """Owner overrides belong to one incarnation (``uid``): others' are ignored."""
     current = entry or empty_entry(data["restaurant_id"])
-    if int(data["seq"]) <= current["override_seq"]:
+    if data["uid"] != current["uid"] or int(data["seq"]) <= current["override_seq"]:
         return None
     return {
         **current,

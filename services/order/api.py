@@ -10,7 +10,7 @@ from pydantic import Field, StrictBool, StrictInt
 from services.catalog import projection
 from services.order.domain import LineRequest, Order, OrderStatus, PlaceOrder
 from services.order.handlers import OrderService
-from services.runtime.api import Body, Limit, Offset
+from services.runtime.api import SAFE_ID, Body, Limit, Offset, PathId
 from services.runtime.auth import CurrentPrincipal, Principal, Role, require_admin, require_role
 from services.runtime.errors import ApiError
 
@@ -26,7 +26,7 @@ Orders = Annotated[OrderService, Depends(_service)]
 
 
 class LineIn(Body):
-    product_id: str = Field(min_length=1, max_length=63)
+    product_id: str = Field(pattern=SAFE_ID)
     quantity: StrictInt = Field(ge=1, le=100)
     unit_price: StrictInt = Field(ge=0, le=10_000_000)
 
@@ -43,7 +43,7 @@ class PaymentIn(Body):
 
 
 class PlaceOrderIn(Body):
-    restaurant_id: str = Field(min_length=1, max_length=63)
+    restaurant_id: str = Field(pattern=SAFE_ID)
     items: list[LineIn] = Field(min_length=1, max_length=50)
     delivery: DeliveryIn
     payment: PaymentIn
@@ -99,7 +99,7 @@ async def place_order(
 
 
 @router.get("/orders/{order_id}", tags=["orders"])
-async def get_order(order_id: str, principal: CurrentPrincipal, orders: Orders) -> dict[str, Any]:
+async def get_order(order_id: PathId, principal: CurrentPrincipal, orders: Orders) -> dict[str, Any]:
     return (await _visible_order(orders, principal, order_id)).view()
 
 
@@ -128,7 +128,7 @@ async def list_orders(
 
 
 @router.post("/orders/{order_id}/cancel", status_code=202, tags=["orders"])
-async def cancel_order(order_id: str, principal: CurrentPrincipal, orders: Orders) -> dict[str, Any]:
+async def cancel_order(order_id: PathId, principal: CurrentPrincipal, orders: Orders) -> dict[str, Any]:
     """Cancel in PENDING, PAID or ACCEPTED; the refund (if paid) follows, then CANCELLED."""
     order = await _visible_order(orders, principal, order_id)
     if not principal.is_admin and principal.role is not Role.CUSTOMER:
@@ -143,7 +143,7 @@ async def list_restaurants(orders: Orders) -> list[dict[str, Any]]:
 
 
 @router.get("/restaurants/{restaurant_id}/menu", tags=["catalog"])
-async def get_menu(restaurant_id: str, orders: Orders) -> dict[str, Any]:
+async def get_menu(restaurant_id: PathId, orders: Orders) -> dict[str, Any]:
     entry = await orders.menu(restaurant_id)
     if entry is None:
         raise ApiError(404, "RESTAURANT_NOT_FOUND", f"restaurant {restaurant_id!r} does not exist")
@@ -152,7 +152,7 @@ async def get_menu(restaurant_id: str, orders: Orders) -> dict[str, Any]:
 
 @router.get("/restaurants/{restaurant_id}/orders", tags=["restaurant owner"])
 async def restaurant_queue(
-    restaurant_id: str,
+    restaurant_id: PathId,
     principal: CurrentPrincipal,
     orders: Orders,
     status: OrderStatus | None = None,

@@ -9,7 +9,7 @@ from pydantic import Field, StrictInt
 
 from services.payment.domain import MAX_TOP_UP
 from services.payment.handlers import PaymentService
-from services.runtime.api import Body
+from services.runtime.api import Body, PathId
 from services.runtime.auth import CurrentPrincipal, Role, require_admin, require_self
 from services.runtime.errors import ApiError
 
@@ -29,21 +29,21 @@ class TopUpIn(Body):
 
 
 @router.post("/wallets/{customer_id}/top-ups")
-async def top_up(customer_id: str, body: TopUpIn, principal: CurrentPrincipal, payments: Payments) -> dict[str, Any]:
+async def top_up(customer_id: PathId, body: TopUpIn, principal: CurrentPrincipal, payments: Payments) -> dict[str, Any]:
     require_self(principal, customer_id)
     wallet = await payments.top_up(customer_id, body.amount)
     return {"customer_id": wallet.customer_id, "balance": wallet.balance}
 
 
 @router.get("/wallets/{customer_id}")
-async def get_wallet(customer_id: str, principal: CurrentPrincipal, payments: Payments) -> dict[str, Any]:
+async def get_wallet(customer_id: PathId, principal: CurrentPrincipal, payments: Payments) -> dict[str, Any]:
     require_self(principal, customer_id)
     wallet = await payments.wallet(customer_id)
     return {"customer_id": wallet.customer_id, "balance": wallet.balance}
 
 
 @router.get("/payments/{order_id}")
-async def get_payment(order_id: str, principal: CurrentPrincipal, payments: Payments) -> dict[str, Any]:
+async def get_payment(order_id: PathId, principal: CurrentPrincipal, payments: Payments) -> dict[str, Any]:
     payment = await payments.payment(order_id)
     visible = payment is not None and (
         principal.is_admin or (principal.role is Role.CUSTOMER and payment.customer_id == principal.subject)

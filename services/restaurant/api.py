@@ -11,7 +11,7 @@ from services.catalog import projection
 from services.catalog.manifest import RestaurantResource
 from services.restaurant.domain import Ticket
 from services.restaurant.handlers import RestaurantService
-from services.runtime.api import Body
+from services.runtime.api import Body, PathId
 from services.runtime.auth import CurrentPrincipal, Principal, Role, require_admin, require_role
 from services.runtime.errors import ApiError
 
@@ -57,7 +57,7 @@ def _ticket_view(ticket: Ticket) -> dict[str, Any]:
 
 @router.post("/restaurants/{restaurant_id}/orders/{order_id}/accept", status_code=202, tags=["restaurant owner"])
 async def accept(
-    restaurant_id: str, order_id: str, principal: CurrentPrincipal, restaurants: Restaurants
+    restaurant_id: PathId, order_id: PathId, principal: CurrentPrincipal, restaurants: Restaurants
 ) -> dict[str, Any]:
     await _require_owner(restaurants, principal, restaurant_id)
     return _ticket_view(await restaurants.accept(restaurant_id, order_id))
@@ -65,8 +65,8 @@ async def accept(
 
 @router.post("/restaurants/{restaurant_id}/orders/{order_id}/reject", status_code=202, tags=["restaurant owner"])
 async def reject(
-    restaurant_id: str,
-    order_id: str,
+    restaurant_id: PathId,
+    order_id: PathId,
     principal: CurrentPrincipal,
     restaurants: Restaurants,
     body: RejectIn | None = None,
@@ -82,7 +82,7 @@ def _availability(entry: projection.Entry) -> dict[str, Any]:
 
 @router.patch("/restaurants/{restaurant_id}", tags=["restaurant owner"])
 async def patch_restaurant(
-    restaurant_id: str, body: RestaurantPatch, principal: CurrentPrincipal, restaurants: Restaurants
+    restaurant_id: PathId, body: RestaurantPatch, principal: CurrentPrincipal, restaurants: Restaurants
 ) -> dict[str, Any]:
     """Close early or re-open (the manifest's ``open: false`` still wins). Reaches the order read
     store through ``restaurant.availability-changed``."""
@@ -92,7 +92,11 @@ async def patch_restaurant(
 
 @router.patch("/restaurants/{restaurant_id}/menu/{product_id}", tags=["restaurant owner"])
 async def patch_menu_item(
-    restaurant_id: str, product_id: str, body: MenuItemPatch, principal: CurrentPrincipal, restaurants: Restaurants
+    restaurant_id: PathId,
+    product_id: PathId,
+    body: MenuItemPatch,
+    principal: CurrentPrincipal,
+    restaurants: Restaurants,
 ) -> dict[str, Any]:
     await _require_owner(restaurants, principal, restaurant_id)
     entry = await restaurants.change_availability(restaurant_id, product=(product_id, body.available))
@@ -116,7 +120,9 @@ async def apply_manifest(
 
 
 @router.delete("/admin/restaurants/{restaurant_id}", tags=["operations"])
-async def delete_manifest(restaurant_id: str, principal: CurrentPrincipal, restaurants: Restaurants) -> dict[str, Any]:
+async def delete_manifest(
+    restaurant_id: PathId, principal: CurrentPrincipal, restaurants: Restaurants
+) -> dict[str, Any]:
     require_admin(principal)
     if not await restaurants.delete_manifest(restaurant_id):
         raise ApiError(404, "RESTAURANT_NOT_FOUND", f"restaurant {restaurant_id!r} does not exist")

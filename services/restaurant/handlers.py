@@ -18,6 +18,7 @@ from services.runtime.events import Event, OutboundEvent, dumps, new_id
 from services.runtime.ports import Handler, Put, RetryLater, StateStore, Subscription, retry_on_conflict
 
 SOURCE = "restaurant"
+DEMO_MARKER = "bootstrap:demo-catalog"
 
 
 def restaurant_key(restaurant_id: str) -> str:
@@ -101,6 +102,7 @@ class RestaurantService:
                 subject=restaurant_id,
                 data={
                     "restaurant_id": restaurant_id,
+                    "uid": entry["uid"],
                     "seq": entry["override_seq"],
                     "closed": entry["closed"],
                     "sold_out": entry["sold_out"],
@@ -153,8 +155,13 @@ class RestaurantService:
 
         return await retry_on_conflict(attempt)
 
-    async def has_manifests(self) -> bool:
-        return bool(await self.store.scan("manifest:"))
+    async def demo_loaded(self) -> bool:
+        return await self.store.get(DEMO_MARKER) is not None
+
+    async def mark_demo_loaded(self) -> None:
+        """Set once every demo manifest is applied; a crash before re-applies them all (idempotent)."""
+        if not await self.demo_loaded():
+            await self.store.commit([Put(DEMO_MARKER, {"at": now_iso()}, None)])
 
     # ------------------------------------------------------------------ saga reactions
 
@@ -183,11 +190,10 @@ class RestaurantService:
         async def attempt() -> None:
             if await self.store.get(ticket_key(data["order_id"])) is not None:
                 return
-            entry = await self.restaurant(data["restaurant_id"])
-            if entry is None:
+            record = await self.store.get(restaurant_key(data["restaurant_id"]))
+            if record is None:
                 raise RetryLater(f"restaurant {data['restaurant_id']!r} not in this service's catalog yet")
             now = now_iso()
-            spec = entry["spec"]
             ticket = Ticket(
                 order_id=data["order_id"],
                 restaurant_id=data["restaurant_id"],
@@ -199,11 +205,15 @@ class RestaurantService:
                 updated_at=now,
             )
             events: list[OutboundEvent]
-            if spec["auto_accept"]:
+            if not projection.is_live(record.value):
+                # Removed from the catalog after the order was placed: nobody will cook it; refund.
+                ticket.reject(RejectReason.REJECTED, "the restaurant no longer exists", now)
+                events = [_decision(ticket)]
+            elif record.value["spec"]["auto_accept"]:
                 ticket.accept(now)
                 events = [_decision(ticket)]
             else:
-                due = epoch() + spec["accept_timeout_seconds"]
+                due = epoch() + record.value["spec"]["accept_timeout_seconds"]
                 ticket.accept_deadline = iso_at(due)
                 events = [
                     OutboundEvent(
@@ -229,8 +239,13 @@ class RestaurantService:
         def tombstone() -> Ticket:
             now = now_iso()
             return Ticket(
-                order_id=data["order_id"], restaurant_id=data["restaurant_id"], customer_id=data["customer_id"],
-                status=TicketStatus.CANCELLED, total_price=int(data["amount"]), items=[], created_at=now,
+                order_id=data["order_id"],
+                restaurant_id=data["restaurant_id"],
+                customer_id=data["customer_id"],
+                status=TicketStatus.CANCELLED,
+                total_price=int(data["amount"]),
+                items=[],
+                created_at=now,
                 updated_at=now,
             )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from fastapi import Depends, Request
 from services.runtime.errors import ApiError
 
 SECRET_FILE = "jwt-secret"
+SAFE_SUBJECT = r"[^\x00-\x1f\x7f/]{1,128}"
 ALGORITHM = "HS256"
 
 
@@ -56,13 +58,19 @@ class TokenIssuer:
 
     def issue(self, role: Role | str, subject: str, ttl_s: int | None = None) -> str:
         now = int(time.time())
-        claims = {"sub": subject, "role": Role(role).value, "iat": now, "exp": now + (ttl_s or self._ttl_s)}
+        lifetime = self._ttl_s if ttl_s is None else ttl_s
+        if lifetime <= 0:
+            raise ValueError("a token lifetime must be positive")
+        claims = {"sub": subject, "role": Role(role).value, "iat": now, "exp": now + lifetime}
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> Principal:
         try:
             claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
-            return Principal(str(claims["sub"]), Role(str(claims.get("role"))))
+            subject = str(claims["sub"])
+            if not re.fullmatch(SAFE_SUBJECT, subject):
+                raise ValueError("the subject must be 1-128 printable characters without '/'")
+            return Principal(subject, Role(str(claims.get("role"))))
         except (jwt.PyJWTError, ValueError) as exc:
             raise ApiError(401, "UNAUTHORIZED", f"invalid bearer token: {exc}") from exc
 

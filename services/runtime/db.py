@@ -24,6 +24,10 @@ Row = tuple[Any, ...]
 Params = Sequence[Any]
 
 
+class TransientDbError(Exception):
+    """The database gave up on a statement that may succeed if retried (deadlock, serialization)."""
+
+
 class Tx(Protocol):
     """An open transaction."""
 
@@ -164,6 +168,16 @@ def _to_pg(sql: str) -> str:
     return _PLACEHOLDER.sub("%s", sql)
 
 
+@asynccontextmanager
+async def _pg_errors() -> AsyncIterator[None]:
+    from psycopg import errors
+
+    try:
+        yield
+    except (errors.DeadlockDetected, errors.SerializationFailure, errors.LockNotAvailable) as exc:
+        raise TransientDbError(str(exc)) from exc
+
+
 class _PgTx:
     dialect = "postgresql"
 
@@ -171,7 +185,8 @@ class _PgTx:
         self._conn = conn
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        cur = await self._conn.execute(_to_pg(sql), params, prepare=True)
+        async with _pg_errors():
+            cur = await self._conn.execute(_to_pg(sql), params, prepare=True)
         return int(cur.rowcount)
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:

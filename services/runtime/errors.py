@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -10,8 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 PROBLEM = "application/problem+json"
+log = logging.getLogger("baedal.http")
 
 
 class ApiError(Exception):
@@ -56,7 +60,7 @@ def not_found(code: str, detail: str) -> ApiError:
     return ApiError(404, code, detail)
 
 
-def problem(status: int, code: str, detail: str, **extra: Any) -> Response:
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
     body = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -65,12 +69,13 @@ def problem(status: int, code: str, detail: str, **extra: Any) -> Response:
         "detail": detail,
         **extra,
     }
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
 
 
 _HTTP_CODES = {
-    400: "BAD_REQUEST",
+    400: "VALIDATION_ERROR",  # FastAPI's 400s are bodies it could not decode
     401: "UNAUTHORIZED",
     403: "FORBIDDEN",
     404: "NOT_FOUND",
@@ -94,7 +99,20 @@ def _validation_detail(exc: RequestValidationError) -> tuple[int, str, list[dict
     return 422, f"{where}: {first['msg']}", errors
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def _allowed_methods(request: Request, routes: Sequence[BaseRoute]) -> list[str]:
+    """Every method some route serves on this path (Starlette names only the first route's)."""
+    allowed: set[str] = set()
+    for route in routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        methods = getattr(route, "methods", None)
+        if match is not Match.NONE and methods:
+            allowed |= set(methods)
+    return sorted(allowed)
+
+
+def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute] = ()) -> None:
+    """``routes``: the app's endpoints, flat, to name them in a 405's ``Allow`` header."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
         return problem(exc.status, exc.code, exc.detail, **exc.extra)
@@ -110,10 +128,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(status, "VALIDATION_ERROR", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
-        return problem(exc.status_code, code, str(exc.detail))
+        detail = "request body is not valid JSON" if exc.status_code == 400 else str(exc.detail)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request, routes))
+        return problem(exc.status_code, code, detail, headers=headers)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem(500, "INTERNAL_ERROR", "an unexpected error occurred; it has been logged")

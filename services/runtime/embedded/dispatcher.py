@@ -114,6 +114,10 @@ class Dispatcher:
                 await task
         self._tasks.clear()
 
+    @property
+    def services(self) -> list[str]:
+        return list(self._dbs)
+
     def pause(self, service: str) -> None:
         self.paused.add(service)
 

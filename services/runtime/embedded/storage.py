@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from services.runtime.clock import epoch
-from services.runtime.db import Database, Params, Row, Tx, ddl
+from services.runtime.db import Database, Params, Row, TransientDbError, Tx, ddl
 from services.runtime.events import OutboundEvent, dumps, loads
 from services.runtime.ports import ConcurrencyConflict, Delete, Put, Record, Write
 
@@ -108,6 +108,12 @@ class SqlStateStore:
         return [Record(k, loads(v), str(e)) for k, v, e in rows]
 
     async def commit(self, writes: Sequence[Write], events: Sequence[OutboundEvent] = ()) -> None:
+        try:
+            await self._commit(writes, events)
+        except TransientDbError as exc:  # a deadlock victim retries from a fresh read, like a lost race
+            raise ConcurrencyConflict(str(exc)) from exc
+
+    async def _commit(self, writes: Sequence[Write], events: Sequence[OutboundEvent]) -> None:
         async with self._db.atomic() as tx:
             for write in writes:
                 if not await _apply(tx, write):
