@@ -8,6 +8,7 @@ from typing import Any
 
 from services import topics
 from services.catalog import projection
+from services.catalog.replica import CatalogReplica
 from services.order.domain import CancelReason, Order, PlaceOrder, place
 from services.order.views import OrderViews
 from services.runtime.clock import now_iso
@@ -20,10 +21,6 @@ SOURCE = "order"
 
 def order_key(order_id: str) -> str:
     return f"order:{order_id}"
-
-
-def menu_key(restaurant_id: str) -> str:
-    return f"menu:{restaurant_id}"
 
 
 def _event(topic: str, order: Order, data: dict[str, Any]) -> OutboundEvent:
@@ -91,6 +88,7 @@ class OrderService:
     def __init__(self, store: StateStore, views: OrderViews) -> None:
         self.store = store
         self.views = views
+        self.menus = CatalogReplica(store, "menu:")  # the menu read store (CQRS)
 
     # ------------------------------------------------------------------ commands
 
@@ -106,7 +104,7 @@ class OrderService:
                 earlier = await self.store.get(idem_key)
                 if earlier is not None:
                     return await self._replay(earlier.value, fingerprint), False
-            menu = await self.store.get(menu_key(command.restaurant_id))
+            menu = await self.menus.record(command.restaurant_id)
             order = place(new_id(), command, menu.value if menu else None, now_iso())
             writes = [Put(order_key(order.id), order.to_dict(), None)]
             if idem_key is not None:
@@ -142,11 +140,10 @@ class OrderService:
         return await retry_on_conflict(attempt)
 
     async def menu(self, restaurant_id: str) -> projection.Entry | None:
-        record = await self.store.get(menu_key(restaurant_id))
-        return record.value if record and projection.is_live(record.value) else None
+        return await self.menus.live(restaurant_id)
 
     async def restaurants(self) -> list[projection.Entry]:
-        return [r.value for r in await self.store.scan("menu:") if projection.is_live(r.value)]
+        return await self.menus.all_live()
 
     # ------------------------------------------------------------------ saga reactions
 
@@ -187,26 +184,6 @@ class OrderService:
     async def on_status_changed(self, event: Event) -> None:
         await self.views.apply(event.data["order"], int(event.data["version"]))
 
-    async def _catalog(
-        self, restaurant_id: str, apply: Callable[[projection.Entry | None], projection.Entry | None]
-    ) -> None:
-        async def attempt() -> None:
-            record = await self.store.get(menu_key(restaurant_id))
-            updated = apply(record.value if record else None)
-            if updated is not None:
-                await self.store.commit([Put(menu_key(restaurant_id), updated, record.etag if record else None)])
-
-        await retry_on_conflict(attempt)
-
-    async def on_catalog_upserted(self, event: Event) -> None:
-        await self._catalog(event.data["restaurant_id"], lambda e: projection.apply_snapshot(e, event.data))
-
-    async def on_catalog_deleted(self, event: Event) -> None:
-        await self._catalog(event.data["restaurant_id"], lambda e: projection.apply_removal(e, event.data))
-
-    async def on_availability_changed(self, event: Event) -> None:
-        await self._catalog(event.data["restaurant_id"], lambda e: projection.apply_overrides(e, event.data))
-
     def subscriptions(self) -> list[tuple[Subscription, Handler]]:
         return [
             (Subscription(topics.PAYMENT_COMPLETED, "order-on-payment-completed"), self.on_payment_completed),
@@ -215,7 +192,7 @@ class OrderService:
             (Subscription(topics.TICKET_ACCEPTED, "order-on-ticket-accepted"), self.on_ticket_accepted),
             (Subscription(topics.TICKET_REJECTED, "order-on-ticket-rejected"), self.on_ticket_rejected),
             (Subscription(topics.ORDER_STATUS_CHANGED, "order-views"), self.on_status_changed),
-            (Subscription(topics.CATALOG_UPSERTED, "order-menu-upserted"), self.on_catalog_upserted),
-            (Subscription(topics.CATALOG_DELETED, "order-menu-deleted"), self.on_catalog_deleted),
-            (Subscription(topics.RESTAURANT_AVAILABILITY, "order-menu-availability"), self.on_availability_changed),
+            (Subscription(topics.CATALOG_UPSERTED, "order-menu-upserted"), self.menus.on_upserted),
+            (Subscription(topics.CATALOG_DELETED, "order-menu-deleted"), self.menus.on_deleted),
+            (Subscription(topics.RESTAURANT_AVAILABILITY, "order-menu-availability"), self.menus.on_availability),
         ]

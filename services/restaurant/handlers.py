@@ -11,6 +11,7 @@ from services import topics
 from services.catalog import projection
 from services.catalog.manifest import RestaurantResource
 from services.catalog.reconcile import reconcile, reconcile_removal
+from services.catalog.replica import CatalogReplica
 from services.restaurant.domain import RejectReason, Ticket, TicketStatus
 from services.runtime.clock import epoch, iso_at, now_iso
 from services.runtime.errors import DomainError
@@ -19,10 +20,6 @@ from services.runtime.ports import Handler, Put, RetryLater, StateStore, Subscri
 
 SOURCE = "restaurant"
 DEMO_MARKER = "bootstrap:demo-catalog"
-
-
-def restaurant_key(restaurant_id: str) -> str:
-    return f"restaurant:{restaurant_id}"
 
 
 def ticket_key(order_id: str) -> str:
@@ -47,10 +44,10 @@ def _decision(ticket: Ticket) -> OutboundEvent:
 class RestaurantService:
     def __init__(self, store: StateStore) -> None:
         self.store = store
+        self.catalog = CatalogReplica(store, "restaurant:")  # owners, auto-accept, timeouts, overrides
 
     async def restaurant(self, restaurant_id: str) -> projection.Entry | None:
-        record = await self.store.get(restaurant_key(restaurant_id))
-        return record.value if record and projection.is_live(record.value) else None
+        return await self.catalog.live(restaurant_id)
 
     async def ticket(self, order_id: str) -> Ticket | None:
         record = await self.store.get(ticket_key(order_id))
@@ -82,7 +79,7 @@ class RestaurantService:
         """Owner overrides (closing early, sold out); published as the full override state."""
 
         async def attempt() -> projection.Entry:
-            record = await self.store.get(restaurant_key(restaurant_id))
+            record = await self.catalog.record(restaurant_id)
             if record is None or not projection.is_live(record.value):
                 raise DomainError("RESTAURANT_NOT_FOUND", f"restaurant {restaurant_id!r} does not exist")
             entry = dict(record.value)
@@ -165,23 +162,6 @@ class RestaurantService:
 
     # ------------------------------------------------------------------ saga reactions
 
-    async def _catalog(
-        self, restaurant_id: str, apply: Callable[[projection.Entry | None], projection.Entry | None]
-    ) -> None:
-        async def attempt() -> None:
-            record = await self.store.get(restaurant_key(restaurant_id))
-            updated = apply(record.value if record else None)
-            if updated is not None:
-                await self.store.commit([Put(restaurant_key(restaurant_id), updated, record.etag if record else None)])
-
-        await retry_on_conflict(attempt)
-
-    async def on_catalog_upserted(self, event: Event) -> None:
-        await self._catalog(event.data["restaurant_id"], lambda e: projection.apply_snapshot(e, event.data))
-
-    async def on_catalog_deleted(self, event: Event) -> None:
-        await self._catalog(event.data["restaurant_id"], lambda e: projection.apply_removal(e, event.data))
-
     async def on_order_paid(self, event: Event) -> None:
         """Open a ticket: accepted at once for auto-accept restaurants, else it waits for the owner
         with a durable deadline timer."""
@@ -190,7 +170,7 @@ class RestaurantService:
         async def attempt() -> None:
             if await self.store.get(ticket_key(data["order_id"])) is not None:
                 return
-            record = await self.store.get(restaurant_key(data["restaurant_id"]))
+            record = await self.catalog.record(data["restaurant_id"])
             if record is None:
                 raise RetryLater(f"restaurant {data['restaurant_id']!r} not in this service's catalog yet")
             now = now_iso()
@@ -275,8 +255,8 @@ class RestaurantService:
 
     def subscriptions(self) -> list[tuple[Subscription, Handler]]:
         return [
-            (Subscription(topics.CATALOG_UPSERTED, "restaurant-catalog-upserted"), self.on_catalog_upserted),
-            (Subscription(topics.CATALOG_DELETED, "restaurant-catalog-deleted"), self.on_catalog_deleted),
+            (Subscription(topics.CATALOG_UPSERTED, "restaurant-catalog-upserted"), self.catalog.on_upserted),
+            (Subscription(topics.CATALOG_DELETED, "restaurant-catalog-deleted"), self.catalog.on_deleted),
             (Subscription(topics.ORDER_PAID, "restaurant-on-order-paid"), self.on_order_paid),
             (Subscription(topics.TICKET_ACCEPT_DEADLINE, "restaurant-accept-deadline"), self.on_accept_deadline),
             (Subscription(topics.ORDER_CANCEL_REQUESTED, "restaurant-on-cancel-requested"), self.on_cancel_requested),
