@@ -48,8 +48,12 @@ ORDER_BODY = {
 }
 
 
-def order_body(restaurant_id: str = "seoul-chicken", lines: Iterable[tuple[str, int, int]] = (("fried", 2, 18000),),
-               fee: int = 3000, express: bool = False) -> dict[str, Any]:
+def order_body(
+    restaurant_id: str = "seoul-chicken",
+    lines: Iterable[tuple[str, int, int]] = (("fried", 2, 18000),),
+    fee: int = 3000,
+    express: bool = False,
+) -> dict[str, Any]:
     items = [{"product_id": p, "quantity": q, "unit_price": u} for p, q, u in lines]
     return {
         "restaurant_id": restaurant_id,
@@ -73,14 +77,16 @@ class Api:
     def admin(self) -> dict[str, str]:
         return self.headers("admin", "test-admin")
 
-    async def request(self, method: str, path: str, role: str = "admin", subject: str = "test-admin",
-                      **kwargs: Any) -> httpx.Response:
+    async def request(
+        self, method: str, path: str, role: str = "admin", subject: str = "test-admin", **kwargs: Any
+    ) -> httpx.Response:
         headers = {**self.headers(role, subject), **kwargs.pop("headers", {})}
         return await self.client.request(method, path, headers=headers, **kwargs)
 
     async def top_up(self, customer: str, amount: int) -> int:
-        response = await self.request("POST", f"/wallets/{customer}/top-ups", "customer", customer,
-                                      json={"amount": amount})
+        response = await self.request(
+            "POST", f"/wallets/{customer}/top-ups", "customer", customer, json={"amount": amount}
+        )
         assert response.status_code == 200, response.text
         balance: int = response.json()["balance"]
         return balance
@@ -92,8 +98,7 @@ class Api:
         return balance
 
     async def place(self, customer: str, body: dict[str, Any] | None = None, **headers: str) -> httpx.Response:
-        return await self.request("POST", "/orders", "customer", customer, json=body or ORDER_BODY,
-                                  headers=headers)
+        return await self.request("POST", "/orders", "customer", customer, json=body or ORDER_BODY, headers=headers)
 
     async def place_ok(self, customer: str, body: dict[str, Any] | None = None) -> str:
         response = await self.place(customer, body)
@@ -101,8 +106,15 @@ class Api:
         order_id: str = response.json()["id"]
         return order_id
 
-    async def owner_decide(self, restaurant_id: str, order_id: str, verb: str, owner: str,
-                           json: dict[str, Any] | None = None, timeout: float = 30.0) -> httpx.Response:
+    async def owner_decide(
+        self,
+        restaurant_id: str,
+        order_id: str,
+        verb: str,
+        owner: str,
+        json: dict[str, Any] | None = None,
+        timeout: float = 30.0,
+    ) -> httpx.Response:
         """accept/reject as an owner. A just-paid order can show in the queue a moment before the
         restaurant service has opened its ticket (404 then): retry that window."""
         deadline = time.monotonic() + timeout
@@ -147,8 +159,9 @@ class Api:
         raise AssertionError(f"platform did not settle: {await self.platform.dispatcher.backlog()}")
 
     async def audit(self, **kwargs: Any) -> dict[str, Any]:
-        async with httpx.AsyncClient(transport=self.client._transport, base_url="http://baedal",
-                                     headers=self.admin()) as client:
+        async with httpx.AsyncClient(
+            transport=self.client._transport, base_url="http://baedal", headers=self.admin()
+        ) as client:
             return await audit(client, delay_s=0.3, **kwargs)
 
     async def assert_consistent(self) -> dict[str, Any]:
@@ -177,8 +190,12 @@ async def make_platform(backend: str, tmp_path: Path) -> AsyncIterator[PlatformF
     prefix = f"t{uuid.uuid4().hex[:10]}_"
 
     async def factory(chaos: ChaosSettings | None = None, data_dir: Path | None = None, **overrides: Any) -> Platform:
-        values: dict[str, Any] = {"data_dir": data_dir or tmp_path / "data", "demo_manifests": EXAMPLES,
-                                  "backoff_base_s": 0.01, "backoff_cap_s": 0.2}
+        values: dict[str, Any] = {
+            "data_dir": data_dir or tmp_path / "data",
+            "demo_manifests": EXAMPLES,
+            "backoff_base_s": 0.01,
+            "backoff_cap_s": 0.2,
+        }
         if backend == "postgresql":
             values |= {"database_url": PG_URL, "schema_prefix": prefix}
             prefixes.append(prefix)

@@ -92,12 +92,15 @@ BAD_CREDENTIALS = [
     pytest.param(lambda secret: {"Authorization": "Bearer    "}, id="bearer-blank-token"),
     pytest.param(lambda secret: {"Authorization": "Basic YWRtaW46YWRtaW4="}, id="basic-auth"),
     pytest.param(lambda secret: {"Authorization": TokenIssuer(secret).issue(Role.ADMIN, "x")}, id="no-scheme"),
-    pytest.param(lambda secret: {"Authorization": "Token " + TokenIssuer(secret).issue(Role.ADMIN, "x")},
-                 id="wrong-scheme"),
+    pytest.param(
+        lambda secret: {"Authorization": "Token " + TokenIssuer(secret).issue(Role.ADMIN, "x")}, id="wrong-scheme"
+    ),
     pytest.param(_bearer(lambda secret: "garbage"), id="garbage"),
     pytest.param(_bearer(lambda secret: "a.b.c"), id="three-garbage-parts"),
-    pytest.param(_bearer(lambda secret: TokenIssuer(OTHER_SECRET).issue(Role.ADMIN, "test-admin")),
-                 id="signed-with-another-secret"),
+    pytest.param(
+        _bearer(lambda secret: TokenIssuer(OTHER_SECRET).issue(Role.ADMIN, "test-admin")),
+        id="signed-with-another-secret",
+    ),
     pytest.param(_bearer(lambda secret: _expired(secret, "admin", "test-admin", 60)), id="expired"),
     pytest.param(_bearer(lambda secret: _expired(secret, "customer", ALICE, 1)), id="expired-customer"),
     pytest.param(_bearer(_tampered), id="tampered-payload"),
@@ -106,10 +109,12 @@ BAD_CREDENTIALS = [
     pytest.param(_bearer(_without("exp")), id="no-exp"),
     pytest.param(_bearer(_without("sub")), id="no-sub"),
     pytest.param(_bearer(_without("role")), id="no-role"),
-    pytest.param(_bearer(lambda secret: jwt.encode(_claims(role="superuser"), secret, algorithm="HS256")),
-                 id="unknown-role"),
-    pytest.param(_bearer(lambda secret: jwt.encode(_claims(role="ADMIN"), secret, algorithm="HS256")),
-                 id="role-wrong-case"),
+    pytest.param(
+        _bearer(lambda secret: jwt.encode(_claims(role="superuser"), secret, algorithm="HS256")), id="unknown-role"
+    ),
+    pytest.param(
+        _bearer(lambda secret: jwt.encode(_claims(role="ADMIN"), secret, algorithm="HS256")), id="role-wrong-case"
+    ),
 ]
 
 MANIFEST = {
@@ -215,8 +220,7 @@ async def test_customer_cannot_read_or_cancel_another_customers_order(api: Api) 
     before = await _snapshot(api, ALICE)
 
     foreign = assert_problem(await api.request("GET", f"/orders/{order_id}", "customer", BOB), 404, "ORDER_NOT_FOUND")
-    missing = assert_problem(await api.request("GET", "/orders/no-such-order", "customer", BOB), 404,
-                             "ORDER_NOT_FOUND")
+    missing = assert_problem(await api.request("GET", "/orders/no-such-order", "customer", BOB), 404, "ORDER_NOT_FOUND")
     # Existence does not leak: someone else's order looks exactly like one that does not exist.
     assert foreign["detail"].replace(order_id, "ID") == missing["detail"].replace("no-such-order", "ID")
     assert {k: v for k, v in foreign.items() if k != "detail"} == {k: v for k, v in missing.items() if k != "detail"}
@@ -280,8 +284,9 @@ async def test_owner_not_listed_in_spec_owners_cannot_accept_reject_or_read_the_
     assert_problem(queue, 403, "FORBIDDEN")
     closing = await api.request("PATCH", "/restaurants/hanok-bibimbap", "owner", "owner-kim", json={"open": False})
     assert_problem(closing, 403, "FORBIDDEN")
-    sold_out = await api.request("PATCH", "/restaurants/hanok-bibimbap/menu/bibimbap", "owner", "owner-kim",
-                                 json={"available": False})
+    sold_out = await api.request(
+        "PATCH", "/restaurants/hanok-bibimbap/menu/bibimbap", "owner", "owner-kim", json={"available": False}
+    )
     assert_problem(sold_out, 403, "FORBIDDEN")
     # Nor through a restaurant they do own: the order is not one of seoul-chicken's.
     sneaky = await api.request("POST", f"/restaurants/seoul-chicken/orders/{order_id}/accept", "owner", "owner-kim")
@@ -336,8 +341,9 @@ async def test_rider_cannot_place_orders_nor_see_or_touch_them(api: Api) -> None
     accept = await api.request("POST", f"/restaurants/hanok-bibimbap/orders/{order_id}/accept", "rider", "rider-jung")
     assert_problem(accept, 403, "FORBIDDEN")
     assert_problem(await api.request("GET", f"/wallets/{ALICE}", "rider", "rider-jung"), 403, "FORBIDDEN")
-    assert_problem(await api.request("GET", "/restaurants/hanok-bibimbap/orders", "rider", "rider-jung"), 403,
-                   "FORBIDDEN")
+    assert_problem(
+        await api.request("GET", "/restaurants/hanok-bibimbap/orders", "rider", "rider-jung"), 403, "FORBIDDEN"
+    )
     assert await _snapshot(api, ALICE) == before
     assert [o["customer_id"] for o in (await api.request("GET", "/admin/audit/orders")).json()] == [ALICE]
 

@@ -102,8 +102,14 @@ async def wait_until(probe: Callable[[], Any], what: str, timeout: float = 10.0)
         await asyncio.sleep(0.02)
 
 
-async def post_raw(api: Api, path: str, content: bytes | AsyncIterator[bytes], customer: str = CUSTOMER,
-                   role: str = "customer", content_type: str = "application/json") -> httpx.Response:
+async def post_raw(
+    api: Api,
+    path: str,
+    content: bytes | AsyncIterator[bytes],
+    customer: str = CUSTOMER,
+    role: str = "customer",
+    content_type: str = "application/json",
+) -> httpx.Response:
     return await api.request("POST", path, role, customer, content=content, headers={"content-type": content_type})
 
 
@@ -156,12 +162,18 @@ BAD_ORDER_BODIES: list[Any] = [
     pytest.param(_set("delivery.address", ""), 422, "VALIDATION_ERROR", id="address-empty"),
     pytest.param(
         _set("items", [{"product_id": "fried", "quantity": 1, "unit_price": 18000}] * 51),
-        422, "VALIDATION_ERROR", id="too-many-lines",
+        422,
+        "VALIDATION_ERROR",
+        id="too-many-lines",
     ),
     # payment methods other than the wallet are not offered in this version
     pytest.param(_set("payment", {"method": "card"}), 422, "VALIDATION_ERROR", id="method-card"),
-    pytest.param(_set("payment", {"method": "card", "card_token": "tok_visa"}), 422, "VALIDATION_ERROR",
-                 id="method-card-with-token"),
+    pytest.param(
+        _set("payment", {"method": "card", "card_token": "tok_visa"}),
+        422,
+        "VALIDATION_ERROR",
+        id="method-card-with-token",
+    ),
     pytest.param(_set("payment", {"method": "cash"}), 422, "VALIDATION_ERROR", id="method-cash"),
 ]
 
@@ -272,17 +284,17 @@ async def test_oversized_streamed_body_is_never_accepted_nor_5xx(api: Api) -> No
 REJECTED_ORDERS = [
     pytest.param(order_body("no-such-restaurant"), 404, "RESTAURANT_NOT_FOUND", id="unknown-restaurant"),
     pytest.param(order_body("Seoul-Chicken"), 404, "RESTAURANT_NOT_FOUND", id="restaurant-wrong-case"),
-    pytest.param(order_body(lines=(("no-such-dish", 1, 18000),)), 422, "PRODUCT_NOT_FOUND",
-                 id="unknown-product"),
-    pytest.param(order_body(lines=(("bibimbap", 1, 9000),)), 422, "PRODUCT_NOT_FOUND",
-                 id="product-of-another-restaurant"),
-    pytest.param(order_body(lines=(("fried", 1, 18000), ("fried", 1, 18000))), 422, "VALIDATION_ERROR",
-                 id="same-product-twice"),
+    pytest.param(order_body(lines=(("no-such-dish", 1, 18000),)), 422, "PRODUCT_NOT_FOUND", id="unknown-product"),
+    pytest.param(
+        order_body(lines=(("bibimbap", 1, 9000),)), 422, "PRODUCT_NOT_FOUND", id="product-of-another-restaurant"
+    ),
+    pytest.param(
+        order_body(lines=(("fried", 1, 18000), ("fried", 1, 18000))), 422, "VALIDATION_ERROR", id="same-product-twice"
+    ),
     pytest.param(order_body(lines=(("fried", 2, 17000),)), 409, "PRICE_MISMATCH", id="price-too-low"),
     pytest.param(order_body(lines=(("fried", 2, 19000),)), 409, "PRICE_MISMATCH", id="price-too-high"),
     pytest.param(order_body(lines=(("fried", 1, 0),)), 409, "PRICE_MISMATCH", id="price-zero"),
-    pytest.param(order_body(lines=(("cola", 1, 2500), ("fried", 1, 1))), 409, "PRICE_MISMATCH",
-                 id="second-line-price"),
+    pytest.param(order_body(lines=(("cola", 1, 2500), ("fried", 1, 1))), 409, "PRICE_MISMATCH", id="second-line-price"),
     pytest.param(with_changes(_set("total_price", 39001)), 422, "TOTAL_MISMATCH", id="total-off-by-one"),
     pytest.param(with_changes(_set("total_price", 36000)), 422, "TOTAL_MISMATCH", id="total-without-fee"),
     pytest.param(with_changes(_set("total_price", 0)), 422, "TOTAL_MISMATCH", id="total-zero"),
@@ -317,8 +329,9 @@ async def test_express_order_with_express_fee_is_accepted(api: Api) -> None:
 
 async def test_sold_out_product_cannot_be_ordered(api: Api) -> None:
     balance = await funded(api)
-    response = await api.request("PATCH", "/restaurants/seoul-chicken/menu/fried", "owner", "owner-kim",
-                                 json={"available": False})
+    response = await api.request(
+        "PATCH", "/restaurants/seoul-chicken/menu/fried", "owner", "owner-kim", json={"available": False}
+    )
     assert response.status_code == 200, response.text
 
     async def sold_out() -> bool:
@@ -335,8 +348,9 @@ async def test_sold_out_product_cannot_be_ordered(api: Api) -> None:
     await api.place_ok("cust-other", order_body(lines=(("cola", 1, 2500),)))
 
     # Back in stock, it can be ordered again.
-    response = await api.request("PATCH", "/restaurants/seoul-chicken/menu/fried", "owner", "owner-kim",
-                                 json={"available": True})
+    response = await api.request(
+        "PATCH", "/restaurants/seoul-chicken/menu/fried", "owner", "owner-kim", json={"available": True}
+    )
     assert response.status_code == 200, response.text
 
     async def in_stock() -> bool:
@@ -442,8 +456,10 @@ BAD_MANIFESTS = [
     pytest.param(manifest(menu=[{"id": "Noodles!", "name": "국수", "price": 7000}]), id="bad-menu-item-id"),
     pytest.param(manifest(menu=None), id="missing-menu"),
     pytest.param(manifest(menu=[]), id="empty-menu"),
-    pytest.param(manifest(menu=[{"id": "a", "name": "x", "price": 1}, {"id": "a", "name": "y", "price": 2}]),
-                 id="duplicate-menu-ids"),
+    pytest.param(
+        manifest(menu=[{"id": "a", "name": "x", "price": 1}, {"id": "a", "name": "y", "price": 2}]),
+        id="duplicate-menu-ids",
+    ),
     pytest.param(manifest(deliveryFee=-3000), id="negative-delivery-fee"),
     pytest.param(manifest(location={"lat": 95, "lon": 127}), id="bad-location"),
     pytest.param(manifest(displayName=None), id="missing-display-name"),
@@ -453,8 +469,9 @@ BAD_MANIFESTS = [
     pytest.param(_renamed("x" * 64), id="bad-id-too-long"),
     pytest.param({**manifest(), "kind": "Pizzeria"}, id="wrong-kind"),
     pytest.param({**manifest(), "apiVersion": "baedal.io/v2"}, id="wrong-api-version"),
-    pytest.param({"apiVersion": "baedal.io/v1", "kind": "Restaurant", "metadata": {"name": "new-place"}},
-                 id="missing-spec"),
+    pytest.param(
+        {"apiVersion": "baedal.io/v1", "kind": "Restaurant", "metadata": {"name": "new-place"}}, id="missing-spec"
+    ),
     pytest.param({}, id="empty-object"),
     pytest.param([manifest()], id="array"),
 ]
@@ -471,8 +488,9 @@ async def test_bad_manifest_is_rejected_and_changes_no_catalog(api: Api, documen
 
 
 async def test_malformed_manifest_json_is_400(api: Api) -> None:
-    response = await post_raw(api, "/admin/restaurants", b"apiVersion: baedal.io/v1\nkind: Restaurant\n",
-                              role="admin", customer="test-admin")
+    response = await post_raw(
+        api, "/admin/restaurants", b"apiVersion: baedal.io/v1\nkind: Restaurant\n", role="admin", customer="test-admin"
+    )
     assert_problem(response, 400, "VALIDATION_ERROR")
 
 
@@ -484,11 +502,16 @@ OWNER_BAD_BODIES = [
     pytest.param("PATCH", "/restaurants/seoul-chicken/menu/fried", {"available": "false"}, id="available-string"),
     pytest.param("PATCH", "/restaurants/seoul-chicken/menu/fried", {}, id="available-missing"),
     pytest.param("PATCH", "/restaurants/seoul-chicken/menu/fried", {"available": None}, id="available-null"),
-    pytest.param("PATCH", "/restaurants/seoul-chicken/menu/fried", {"available": False, "price": 1},
-                 id="available-extra-field"),
+    pytest.param(
+        "PATCH", "/restaurants/seoul-chicken/menu/fried", {"available": False, "price": 1}, id="available-extra-field"
+    ),
     pytest.param("POST", "/restaurants/seoul-chicken/orders/some-order/reject", {"reason": 5}, id="reject-reason-int"),
-    pytest.param("POST", "/restaurants/seoul-chicken/orders/some-order/reject", {"reason": "x" * 501},
-                 id="reject-reason-too-long"),
+    pytest.param(
+        "POST",
+        "/restaurants/seoul-chicken/orders/some-order/reject",
+        {"reason": "x" * 501},
+        id="reject-reason-too-long",
+    ),
 ]
 
 
@@ -540,22 +563,37 @@ IDS_IN_REQUESTS = [
     pytest.param("GET", f"/restaurants/{NUL_ID}/menu", None, "customer", CUSTOMER, True, id="menu-nul"),
     pytest.param("GET", f"/restaurants/{NUL_ID}/orders", None, "admin", "test-admin", False, id="queue-nul"),
     pytest.param("PATCH", f"/restaurants/{NUL_ID}", {"open": False}, "admin", "test-admin", True, id="patch-nul"),
-    pytest.param("POST", f"/restaurants/seoul-chicken/orders/{NUL_ID}/accept", None, "owner", "owner-kim", True,
-                 id="accept-nul"),
-    pytest.param("POST", "/orders", {**ORDER_BODY, "restaurant_id": "seoul\x00chicken"}, "customer", CUSTOMER, True,
-                 id="place-restaurant-nul"),
+    pytest.param(
+        "POST", f"/restaurants/seoul-chicken/orders/{NUL_ID}/accept", None, "owner", "owner-kim", True, id="accept-nul"
+    ),
+    pytest.param(
+        "POST",
+        "/orders",
+        {**ORDER_BODY, "restaurant_id": "seoul\x00chicken"},
+        "customer",
+        CUSTOMER,
+        True,
+        id="place-restaurant-nul",
+    ),
     pytest.param("GET", f"/wallets/{NUL_ID}", None, "admin", "test-admin", False, id="wallet-nul"),
-    pytest.param("POST", f"/wallets/{NUL_ID}/top-ups", {"amount": 1000}, "admin", "test-admin", False,
-                 id="top-up-nul"),
-    pytest.param("POST", f"/wallets/{LONG_ID}/top-ups", {"amount": 1000}, "admin", "test-admin", False,
-                 id="top-up-long-id"),
+    pytest.param("POST", f"/wallets/{NUL_ID}/top-ups", {"amount": 1000}, "admin", "test-admin", False, id="top-up-nul"),
+    pytest.param(
+        "POST", f"/wallets/{LONG_ID}/top-ups", {"amount": 1000}, "admin", "test-admin", False, id="top-up-long-id"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "payload", "role", "subject", "client_error"), IDS_IN_REQUESTS)
 async def test_ids_the_database_cannot_store_are_not_a_server_error(
-    api: Api, backend: str, request: pytest.FixtureRequest,
-    method: str, path: str, payload: dict[str, Any] | None, role: str, subject: str, client_error: bool,
+    api: Api,
+    backend: str,
+    request: pytest.FixtureRequest,
+    method: str,
+    path: str,
+    payload: dict[str, Any] | None,
+    role: str,
+    subject: str,
+    client_error: bool,
 ) -> None:
     balance = await funded(api)
     # A client that reports a server error as the 500 a user would see instead of raising it here.

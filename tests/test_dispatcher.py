@@ -1,0 +1,150 @@
+"""The embedded dispatcher on its own: at-least-once delivery with no second effect, retries with
+growing backoff, dead letters after the attempt budget, and replay."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.runtime.db import SqliteDatabase
+from services.runtime.embedded.dispatcher import Dispatcher
+from services.runtime.embedded.storage import ServiceDb, SqlStateStore
+from services.runtime.events import Event, OutboundEvent
+from services.runtime.ports import DropEvent, Put, Subscription
+from services.runtime.settings import ChaosSettings, Settings
+
+
+class Counter:
+    """A consumer that counts what it applied (in its own state, like a real handler) and can be
+    told to fail."""
+
+    def __init__(self, store: SqlStateStore) -> None:
+        self.store = store
+        self.failures_left = 0
+        self.poison = False
+        self.attempt_times: list[float] = []
+
+    async def handle(self, event: Event) -> None:
+        self.attempt_times.append(time.monotonic())
+        if self.poison:
+            raise DropEvent("cannot ever handle this")
+        if self.failures_left:
+            self.failures_left -= 1
+            raise RuntimeError("transient")
+        record = await self.store.get("count")
+        value = {"n": (record.value["n"] if record else 0) + event.data["add"]}
+        await self.store.commit([Put("count", value, record.etag if record else None)])
+
+    async def total(self) -> int:
+        record = await self.store.get("count")
+        return int(record.value["n"]) if record else 0
+
+
+@pytest.fixture
+async def bus(tmp_path: Path) -> AsyncIterator[tuple[Dispatcher, SqlStateStore, Counter]]:
+    settings = Settings(
+        data_dir=tmp_path,
+        max_attempts=4,
+        backoff_base_s=0.05,
+        backoff_cap_s=1.0,
+        chaos=ChaosSettings(duplicate_rate=1.0, shuffle=True),
+    )
+    dbs = {name: ServiceDb(name, SqliteDatabase(tmp_path / f"{name}.db")) for name in ("source", "sink")}
+    for db in dbs.values():
+        await db.open()
+    dispatcher = Dispatcher(dbs, settings)
+    counter = Counter(SqlStateStore(dbs["sink"]))
+    dispatcher.subscribe("sink", Subscription("numbers", "sink-counter"), counter.handle)
+    await dispatcher.start()
+    yield dispatcher, SqlStateStore(dbs["source"]), counter
+    await dispatcher.stop()
+    for db in dbs.values():
+        await db.database.close()
+
+
+def number(add: int) -> OutboundEvent:
+    return OutboundEvent(topic="numbers", data={"add": add}, source="source")
+
+
+async def until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_every_event_is_applied_exactly_once_although_delivered_twice(bus) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, source, counter = bus
+    for n in range(1, 51):
+        await source.commit([], [number(n)])
+    await until(lambda: dispatcher.settled())
+    assert await counter.total() == sum(range(1, 51))  # every copy was delivered twice (duplicate_rate=1)
+
+
+async def test_transient_failures_are_retried_with_growing_backoff(bus) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, source, counter = bus
+    counter.failures_left = 3
+    await source.commit([], [number(7)])
+    await until(lambda: _total_is(counter, 7))
+    gaps = [b - a for a, b in zip(counter.attempt_times, counter.attempt_times[1:], strict=False)]
+    assert len(counter.attempt_times) >= 4
+    assert gaps[2] > gaps[0], f"backoff should grow: {gaps}"
+    assert not await dispatcher.dead_letters()
+
+
+async def _total_is(counter: Counter, expected: int) -> bool:
+    return await counter.total() == expected
+
+
+async def test_exhausted_retries_dead_letter_then_replay_applies_once(bus) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, source, counter = bus
+    counter.failures_left = 1000
+    await source.commit([], [number(5)])
+
+    async def dead() -> bool:
+        return len(await dispatcher.dead_letters()) >= 1
+
+    await until(dead)
+    letters = await dispatcher.dead_letters()
+    assert letters[0].consumer == "sink-counter" and letters[0].topic == "numbers"
+    assert letters[0].attempts == 4 and "transient" in letters[0].error
+    assert letters[0].envelope["data"] == {"add": 5}
+    assert await counter.total() == 0
+
+    counter.failures_left = 0  # the cause is fixed
+    for letter in await dispatcher.dead_letters():
+        assert await dispatcher.replay(letter.id)
+    await until(lambda: _total_is(counter, 5))
+    await until(lambda: dispatcher.settled())
+    assert await counter.total() == 5, "the duplicate copy must not apply it twice"
+    assert not await dispatcher.dead_letters()
+    assert not await dispatcher.replay("sink-999999")
+
+
+async def test_a_poison_message_is_dead_lettered_at_once(bus) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, source, counter = bus
+    counter.poison = True
+    await source.commit([], [number(1)])
+
+    async def dead() -> bool:
+        return len(await dispatcher.dead_letters()) >= 1
+
+    await until(dead)
+    letter = (await dispatcher.dead_letters())[0]
+    assert letter.attempts == 1 and letter.error.startswith("dropped")
+
+
+async def test_timers_wait_until_due(bus) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, source, counter = bus
+    due = time.time() + 0.6
+    await source.commit([], [OutboundEvent(topic="numbers", data={"add": 3}, source="source", deliver_at=due)])
+    await asyncio.sleep(0.3)
+    assert await counter.total() == 0
+    backlog = await dispatcher.backlog()
+    assert backlog["sink"]["scheduled"] >= 1
+    await until(lambda: _total_is(counter, 3))
+    assert time.time() >= due
