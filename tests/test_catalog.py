@@ -23,7 +23,7 @@ async def menu_item(api: Api, restaurant: str, product: str) -> dict[str, Any]:
     return item
 
 
-async def eventually(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def eventually(check, timeout: float = 10.0) -> None:
     for _ in range(int(timeout / 0.02)):
         if await check():
             return
@@ -42,7 +42,7 @@ async def test_apply_is_idempotent_and_a_change_bumps_the_generation(api: Api) -
     assert response.json() == {"restaurant_id": "seoul-chicken", "generation": 2, "changed": True}
 
     async def new_price() -> bool:
-        return (await menu_item(api, "seoul-chicken", "fried"))["price"] == 18500
+        return bool((await menu_item(api, "seoul-chicken", "fried"))["price"] == 18500)
 
     await eventually(new_price)
     await api.top_up("ivy", 100_000)
@@ -67,7 +67,7 @@ async def test_owner_sold_out_survives_a_manifest_change_until_lifted(api: Api) 
     assert (await api.request("POST", "/admin/restaurants", json=changed)).json()["generation"] == 2
 
     async def repriced() -> bool:
-        return (await menu_item(api, "seoul-chicken", "wings"))["price"] == 17500
+        return bool((await menu_item(api, "seoul-chicken", "wings"))["price"] == 17500)
 
     await eventually(repriced)
     assert not (await menu_item(api, "seoul-chicken", "wings"))["available"], "the owner's sold-out still holds"

@@ -70,14 +70,14 @@ def number(add: int) -> OutboundEvent:
     return OutboundEvent(topic="numbers", data={"add": add}, source="source")
 
 
-async def until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def until(condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not await condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
 
 
-async def test_every_event_is_applied_exactly_once_although_delivered_twice(bus) -> None:  # type: ignore[no-untyped-def]
+async def test_every_event_is_applied_exactly_once_although_delivered_twice(bus) -> None:
     dispatcher, source, counter = bus
     for n in range(1, 51):
         await source.commit([], [number(n)])
@@ -85,7 +85,7 @@ async def test_every_event_is_applied_exactly_once_although_delivered_twice(bus)
     assert await counter.total() == sum(range(1, 51))  # every copy was delivered twice (duplicate_rate=1)
 
 
-async def test_transient_failures_are_retried_with_growing_backoff(bus) -> None:  # type: ignore[no-untyped-def]
+async def test_transient_failures_are_retried_with_growing_backoff(bus) -> None:
     dispatcher, source, counter = bus
     counter.failures_left = 3
     await source.commit([], [number(7)])
@@ -100,7 +100,7 @@ async def _total_is(counter: Counter, expected: int) -> bool:
     return await counter.total() == expected
 
 
-async def test_exhausted_retries_dead_letter_then_replay_applies_once(bus) -> None:  # type: ignore[no-untyped-def]
+async def test_exhausted_retries_dead_letter_then_replay_applies_once(bus) -> None:
     dispatcher, source, counter = bus
     counter.failures_left = 1000
     await source.commit([], [number(5)])
@@ -125,7 +125,7 @@ async def test_exhausted_retries_dead_letter_then_replay_applies_once(bus) -> No
     assert not await dispatcher.replay("sink-999999")
 
 
-async def test_a_poison_message_is_dead_lettered_at_once(bus) -> None:  # type: ignore[no-untyped-def]
+async def test_a_poison_message_is_dead_lettered_at_once(bus) -> None:
     dispatcher, source, counter = bus
     counter.poison = True
     await source.commit([], [number(1)])
@@ -138,7 +138,7 @@ async def test_a_poison_message_is_dead_lettered_at_once(bus) -> None:  # type: 
     assert letter.attempts == 1 and letter.error.startswith("dropped")
 
 
-async def test_timers_wait_until_due(bus) -> None:  # type: ignore[no-untyped-def]
+async def test_timers_wait_until_due(bus) -> None:
     dispatcher, source, counter = bus
     due = time.time() + 0.6
     await source.commit([], [OutboundEvent(topic="numbers", data={"add": 3}, source="source", deliver_at=due)])
