@@ -115,7 +115,11 @@ async def _drive(config: BenchConfig, target: Target, say: Say) -> tuple[Placeme
     tokens = TokenIssuer(load_or_create_secret(target.data_dir))
     customers = [f"bench-c{i}" for i in range(config.customers)]
     auth = {c: {"Authorization": f"Bearer {tokens.issue(Role.CUSTOMER, c)}"} for c in customers}
-    limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
+    # uvicorn closes connections idle for 5 s, httpx's default expiry is also 5 s: reusing one in that
+    # race is a ReadError on a POST we cannot safely retry. Expire first.
+    limits = httpx.Limits(
+        max_connections=config.concurrency, max_keepalive_connections=config.concurrency, keepalive_expiry=2.0
+    )
     admin = {"Authorization": f"Bearer {tokens.issue(Role.ADMIN, 'bench')}"}
     # Admin is the default; customer calls override the header per request.
     async with httpx.AsyncClient(base_url=target.url, headers=admin, limits=limits, timeout=120.0) as client:
@@ -284,7 +288,7 @@ class CpuSnapshot:
             ours = (self.server or 0) - (before.server or 0) + self.client - before.client
             others = (self.machine or 0) - (before.machine or 0) - ours
             parts.append(f"everything else {max(others, 0.0):.1f}s")
-        return "CPU while placing and settling: " + ", ".join(p for p in parts if p)
+        return "CPU used while placing and until settled: " + ", ".join(p for p in parts if p)
 
 
 def _process_cpu_s(pid: int | None) -> float | None:
