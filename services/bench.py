@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -175,7 +175,9 @@ def _existing(config: BenchConfig) -> Target:
     return Target(config.url.rstrip("/"), data_dir, _listener_pid(config.url))
 
 
-def _spawn(config: BenchConfig, port: int, data_dir: Path, prefix: str | None, log: Any) -> subprocess.Popen[bytes]:
+def _spawn(
+    config: BenchConfig, port: int, data_dir: Path, prefix: str | None, log: IO[bytes]
+) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "services", "up", "--port", str(port), "--data-dir", str(data_dir)]
     command += ["--log-level", "warning"]
     env = {**os.environ, "BAEDAL_LOAD_DEMO": "false"}

@@ -17,7 +17,7 @@ from services.runtime.errors import ApiError
 router = APIRouter()
 
 
-def _service(request: Request) -> OrderService:
+async def _service(request: Request) -> OrderService:
     service: OrderService = request.app.state.platform.order
     return service
 

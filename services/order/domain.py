@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -85,7 +85,22 @@ class Order:
     # ------------------------------------------------------------------ (de)serialisation
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies every nested value, on every saga step.
+        return {
+            "id": self.id,
+            "customer_id": self.customer_id,
+            "restaurant_id": self.restaurant_id,
+            "status": self.status,
+            "items": list(self.items),
+            "total_price": self.total_price,
+            "delivery": dict(self.delivery),
+            "payment": dict(self.payment),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "cancel_reason": self.cancel_reason,
+            "history": list(self.history),
+            "version": self.version,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Order:

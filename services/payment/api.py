@@ -16,7 +16,7 @@ from services.runtime.errors import ApiError
 router = APIRouter(tags=["payments"])
 
 
-def _service(request: Request) -> PaymentService:
+async def _service(request: Request) -> PaymentService:
     service: PaymentService = request.app.state.platform.payment
     return service
 

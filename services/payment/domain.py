@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -31,7 +31,7 @@ class Wallet:
     topped_up: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(self.__dict__)  # shallow: asdict deep-copies, and these are serialised at once
 
     def top_up(self, amount: int) -> None:
         if amount <= 0 or amount > MAX_TOP_UP:
@@ -50,7 +50,7 @@ class Payment:
     failure_reason: FailureReason | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(self.__dict__)  # shallow: asdict deep-copies, and these are serialised at once
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Payment:

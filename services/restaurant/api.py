@@ -18,7 +18,7 @@ from services.runtime.errors import ApiError
 router = APIRouter()
 
 
-def _service(request: Request) -> RestaurantService:
+async def _service(request: Request) -> RestaurantService:
     service: RestaurantService = request.app.state.platform.restaurant
     return service
 

@@ -80,7 +80,8 @@ def _issuer(request: Request) -> TokenIssuer:
     return issuer
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
+    # async on purpose: FastAPI runs a sync dependency in a thread pool, a thread hop per request.
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
