@@ -43,6 +43,8 @@ class Platform:
         for name, service in (("order", self.order), ("payment", self.payment), ("restaurant", self.restaurant)):
             for subscription, handler in service.subscriptions():
                 self.dispatcher.subscribe(name, subscription, handler)
+        for subscription, batch_handler in self.order.batch_subscriptions():
+            self.dispatcher.subscribe_batch("order", subscription, batch_handler)
         self.tokens = TokenIssuer(load_or_create_secret(settings.data_dir), settings.token_ttl_s)
         self.started = False
 

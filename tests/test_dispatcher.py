@@ -148,3 +148,49 @@ async def test_timers_wait_until_due(bus) -> None:
     assert backlog["sink"]["scheduled"] >= 1
     await until(lambda: _total_is(counter, 3))
     assert time.time() >= due
+
+
+async def test_a_batch_consumer_applies_each_event_once_and_falls_back_on_failure(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        max_attempts=3,
+        backoff_base_s=0.02,
+        backoff_cap_s=0.1,
+        chaos=ChaosSettings(duplicate_rate=1.0),
+    )
+    dbs = {name: ServiceDb(name, SqliteDatabase(tmp_path / f"{name}.db")) for name in ("source", "sink")}
+    for db in dbs.values():
+        await db.open()
+    sink = SqlStateStore(dbs["sink"])
+    calls: list[int] = []
+    broken = {"on": True}
+
+    async def add_all(events) -> None:
+        calls.append(len(events))
+        if broken["on"] and len(events) > 1:
+            raise RuntimeError("this batch fails as a whole")
+        record = await sink.get("count")
+        value = {"n": (record.value["n"] if record else 0) + sum(e.data["add"] for e in events)}
+        await sink.commit([Put("count", value, record.etag if record else None)])
+
+    dispatcher = Dispatcher(dbs, settings)
+    dispatcher.subscribe_batch("sink", Subscription("numbers", "sink-batch"), add_all)
+    await dispatcher.start()
+    try:
+        source = SqlStateStore(dbs["source"])
+        await source.commit([], [number(n) for n in range(1, 21)])
+        await until(lambda: dispatcher.settled())
+        record = await sink.get("count")
+        assert record is not None and record.value["n"] == sum(range(1, 21))  # 40 copies, 20 effects
+        assert max(calls) > 1, "events arrived as a batch"
+        assert not await dispatcher.dead_letters(), "one by one, every event succeeded"
+
+        broken["on"] = False
+        await source.commit([], [number(100) for _ in range(10)])
+        await until(lambda: dispatcher.settled())
+        record = await sink.get("count")
+        assert record is not None and record.value["n"] == sum(range(1, 21)) + 1000
+    finally:
+        await dispatcher.stop()
+        for db in dbs.values():
+            await db.database.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from services import topics
@@ -14,7 +14,7 @@ from services.order.views import OrderViews
 from services.runtime.clock import now_iso
 from services.runtime.errors import DomainError
 from services.runtime.events import Event, OutboundEvent, dumps, new_id
-from services.runtime.ports import DropEvent, Handler, Put, StateStore, Subscription, retry_on_conflict
+from services.runtime.ports import BatchHandler, DropEvent, Handler, Put, StateStore, Subscription, retry_on_conflict
 
 SOURCE = "order"
 
@@ -181,8 +181,11 @@ class OrderService:
             event.data["order_id"], lambda o, now: o.restaurant_rejected(reason, now), lambda o: [cancel_requested(o)]
         )
 
-    async def on_status_changed(self, event: Event) -> None:
-        await self.views.apply(event.data["order"], int(event.data["version"]))
+    async def on_status_changed(self, events: Sequence[Event]) -> None:
+        await self.views.apply([(e.data["order"], int(e.data["version"])) for e in events])
+
+    def batch_subscriptions(self) -> list[tuple[Subscription, BatchHandler]]:
+        return [(Subscription(topics.ORDER_STATUS_CHANGED, "order-views"), self.on_status_changed)]
 
     def subscriptions(self) -> list[tuple[Subscription, Handler]]:
         return [
@@ -191,7 +194,6 @@ class OrderService:
             (Subscription(topics.PAYMENT_REFUNDED, "order-on-payment-refunded"), self.on_payment_refunded),
             (Subscription(topics.TICKET_ACCEPTED, "order-on-ticket-accepted"), self.on_ticket_accepted),
             (Subscription(topics.TICKET_REJECTED, "order-on-ticket-rejected"), self.on_ticket_rejected),
-            (Subscription(topics.ORDER_STATUS_CHANGED, "order-views"), self.on_status_changed),
             (Subscription(topics.CATALOG_UPSERTED, "order-menu-upserted"), self.menus.on_upserted),
             (Subscription(topics.CATALOG_DELETED, "order-menu-deleted"), self.menus.on_deleted),
             (Subscription(topics.RESTAURANT_AVAILABILITY, "order-menu-availability"), self.menus.on_availability),

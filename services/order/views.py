@@ -6,6 +6,7 @@ Listing queries (a customer's orders, a restaurant's queue, all orders by status
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from services.runtime.embedded.storage import ServiceDb
@@ -24,7 +25,8 @@ MAX_PAGE = 1000
 
 
 class OrderViews(Protocol):
-    async def apply(self, view: dict[str, Any], version: int) -> None: ...
+    async def apply(self, versions: Sequence[tuple[dict[str, Any], int]]) -> None:
+        """Upsert (view, version) pairs; an older version never overwrites a newer one."""
 
     async def list(
         self,
@@ -41,22 +43,17 @@ class SqlOrderViews:
     def __init__(self, db: ServiceDb) -> None:
         self._db = db
 
-    async def apply(self, view: dict[str, Any], version: int) -> None:
+    async def apply(self, versions: Sequence[tuple[dict[str, Any], int]]) -> None:
         """Upsert, keeping the newest version: a late event never rolls the view back."""
         async with self._db.atomic() as tx:
-            await tx.execute(
+            await tx.executemany(
                 "INSERT INTO order_view (order_id, customer_id, restaurant_id, status, created_at, version, view)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO UPDATE SET status = excluded.status,"
                 " version = excluded.version, view = excluded.view WHERE order_view.version < excluded.version",
-                (
-                    view["id"],
-                    view["customer_id"],
-                    view["restaurant_id"],
-                    view["status"],
-                    view["created_at"],
-                    version,
-                    dumps(view),
-                ),
+                [
+                    (v["id"], v["customer_id"], v["restaurant_id"], v["status"], v["created_at"], n, dumps(v))
+                    for v, n in versions
+                ],
             )
 
     async def list(

@@ -64,6 +64,9 @@ class StateStore(Protocol):
 
 
 Handler = Callable[[Event], Awaitable[None]]
+# A consumer that applies many events at once (projections): it must be idempotent on its own,
+# e.g. a version-guarded upsert, because a batch may repeat an event.
+BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from prometheus_client import Counter, Histogram
 from services.runtime.clock import epoch
 from services.runtime.embedded.storage import ServiceDb
 from services.runtime.events import Event, loads
-from services.runtime.ports import DropEvent, Handler, Subscription
+from services.runtime.ports import BatchHandler, DropEvent, Handler, Subscription
 from services.runtime.settings import ChaosSettings, Settings
 
 log = logging.getLogger("baedal.dispatcher")
@@ -53,7 +53,14 @@ class ChaosFailure(Exception):
 class Consumer:
     service: str
     subscription: Subscription
-    handler: Handler
+    handler: Handler | None = None
+    batch_handler: BatchHandler | None = None
+
+    async def handle(self, event: Event) -> None:
+        if self.handler is not None:
+            await self.handler(event)
+        elif self.batch_handler is not None:
+            await self.batch_handler([event])
 
 
 @dataclass(frozen=True)
@@ -88,10 +95,18 @@ class Dispatcher:
     # ------------------------------------------------------------------ wiring
 
     def subscribe(self, service: str, subscription: Subscription, handler: Handler) -> None:
+        self._add(Consumer(service, subscription, handler=handler))
+
+    def subscribe_batch(self, service: str, subscription: Subscription, handler: BatchHandler) -> None:
+        """A consumer handed all its due events of a worker batch at once (one statement for many
+        events instead of one transaction step each)."""
+        self._add(Consumer(service, subscription, batch_handler=handler))
+
+    def _add(self, consumer: Consumer) -> None:
+        service, subscription = consumer.service, consumer.subscription
         key = (service, subscription.consumer)
         if key in self._consumers:
             raise ValueError(f"consumer {subscription.consumer!r} registered twice in {service}")
-        consumer = Consumer(service, subscription, handler)
         self._consumers[key] = consumer
         self._by_topic[subscription.topic].append(consumer)
 
@@ -203,8 +218,16 @@ class Dispatcher:
             return 0, (row[0] if row and row[0] is not None else None)
         if self._chaos.shuffle:
             self._random.shuffle(rows)
+        singles: list[tuple[Any, ...]] = []
+        batches: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for row in rows:
+            consumer = self._consumers.get((service, row[1]))
+            (batches[row[1]] if consumer and consumer.batch_handler else singles).append(row)
         async with db.atomic() as tx:
-            for row in rows:
+            for name, group in batches.items():
+                if not await self._deliver_batch(service, tx, self._consumers[(service, name)], group):
+                    singles += group  # one by one, so each gets its own retry and dead-letter accounting
+            for row in singles:
                 await self._deliver(service, tx, row)
         done = epoch()
         for row in rows:
@@ -228,7 +251,7 @@ class Dispatcher:
             async with tx.savepoint():
                 if self._chaos.failure_rate and self._random.random() < self._chaos.failure_rate:
                     raise ChaosFailure("injected transient failure")
-                await consumer.handler(event)
+                await consumer.handle(event)
                 await tx.execute(
                     "INSERT INTO inbox (consumer, event_id, done_at) VALUES (?, ?, ?)",
                     (consumer_name, event_id, epoch()),
@@ -250,6 +273,36 @@ class Dispatcher:
                 "UPDATE deliveries SET attempts = ?, due_at = ?, last_error = ? WHERE seq = ?",
                 (attempts, epoch() + self._backoff(attempts), error[:2000], seq),
             )
+
+    async def _deliver_batch(self, service: str, tx: Any, consumer: Consumer, group: list[tuple[Any, ...]]) -> bool:
+        """All of a batch consumer's deliveries in one savepoint; False (nothing applied) on any error."""
+        assert consumer.batch_handler is not None
+        name = consumer.subscription.consumer
+        try:
+            async with tx.savepoint():
+                marks = ", ".join("?" * len(group))
+                seen = {
+                    r[0]
+                    for r in await tx.fetchall(
+                        f"SELECT event_id FROM inbox WHERE consumer = ? AND event_id IN ({marks})",
+                        (name, *(row[2] for row in group)),
+                    )
+                }
+                fresh = {row[2]: row for row in group if row[2] not in seen}  # also drops in-batch copies
+                if self._chaos.failure_rate and self._random.random() < self._chaos.failure_rate:
+                    raise ChaosFailure("injected transient failure")
+                await consumer.batch_handler([Event.from_envelope(loads(row[4])) for row in fresh.values()])
+                now = epoch()
+                await tx.executemany(
+                    "INSERT INTO inbox (consumer, event_id, done_at) VALUES (?, ?, ?)",
+                    [(name, event_id, now) for event_id in fresh],
+                )
+                await tx.executemany("DELETE FROM deliveries WHERE seq = ?", [(row[0],) for row in group])
+        except Exception:
+            return False
+        HANDLED.labels(service, name, "success").inc(len(fresh))
+        HANDLED.labels(service, name, "duplicate").inc(len(group) - len(fresh))
+        return True
 
     def _backoff(self, attempts: int) -> float:
         base = min(self._settings.backoff_cap_s, self._settings.backoff_base_s * 2.0 ** (attempts - 1))
