@@ -152,7 +152,9 @@ class Dispatcher:
                 log.exception("relay of %s failed; retrying", service)
                 await asyncio.sleep(0.5)
                 continue
-            if not moved:
+            if moved:
+                await asyncio.sleep(0)  # see _worker_loop
+            else:
                 await _wait(kick, 1.0)
 
     async def relay_once(self, service: str) -> int:
@@ -200,7 +202,11 @@ class Dispatcher:
                 log.exception("worker of %s failed; retrying", service)
                 await asyncio.sleep(0.5)
                 continue
-            if not handled:
+            if handled:
+                # SQLite calls never suspend, so without this a busy worker would never let the
+                # event loop serve HTTP requests until every queue drained.
+                await asyncio.sleep(0)
+            else:
                 timeout = 1.0 if next_due is None else min(max(next_due - epoch(), 0.001), 1.0)
                 await _wait(kick, timeout)
 
