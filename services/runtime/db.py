@@ -99,6 +99,9 @@ class _SqliteTx:
         self._conn.execute(f"RELEASE {name}")
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
 class SqliteDatabase:
     dialect = "sqlite"
 
@@ -121,6 +124,7 @@ class SqliteDatabase:
         # Checkpoints fsync the database file (10-20 ms here). Automatic ones would run inside some
         # commit on the event loop; ours run in a thread instead (see _checkpoint_loop).
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # shrink the WAL file after a reset
         return conn
 
     async def open(self) -> None:
@@ -131,13 +135,16 @@ class SqliteDatabase:
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(self._connect()))
 
     async def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
-        """PASSIVE checkpoints in a worker thread: they never block writers or readers, and the
-        fsync releases the GIL, so the event loop keeps serving while the WAL is folded back."""
+        """Checkpoints in a worker thread, so their fsync never stalls the event loop, taken under
+        the write lock: with no commit in between, the checkpoint completes and the next writer
+        rewinds the WAL. (Unlocked, a commit always slipped in and the WAL grew without bound.)
+        Writers to this database wait for it asynchronously; everything else keeps running."""
         try:
             while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.CHECKPOINT_EVERY_S)
-                await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                async with self._lock:
+                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
 
