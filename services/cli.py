@@ -70,7 +70,15 @@ def up(
         f"{'PostgreSQL' if settings.database_url else 'SQLite'})"
     )
     uvicorn.run(
-        create_app(platform), host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=10
+        create_app(platform),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        # Longer than common clients' idle expiry (httpx: 5 s), so a client never reuses a
+        # connection the server is closing at that moment.
+        timeout_keep_alive=75,
     )
 
 

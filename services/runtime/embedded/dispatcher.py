@@ -243,10 +243,6 @@ class Dispatcher:
     async def _deliver(self, service: str, tx: Any, row: tuple[Any, ...]) -> None:
         seq, consumer_name, event_id, topic, envelope, attempts, _due = row
         consumer = self._consumers.get((service, consumer_name))
-        if await tx.fetchone("SELECT 1 FROM inbox WHERE consumer = ? AND event_id = ?", (consumer_name, event_id)):
-            await tx.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
-            HANDLED.labels(service, consumer_name, "duplicate").inc()
-            return
         try:
             if consumer is None:
                 raise DropEvent(f"no consumer {consumer_name!r} in {service}")
@@ -255,15 +251,18 @@ class Dispatcher:
             except ValueError as exc:
                 raise DropEvent(f"malformed envelope: {exc}") from exc
             async with tx.savepoint():
-                if self._chaos.failure_rate and self._random.random() < self._chaos.failure_rate:
-                    raise ChaosFailure("injected transient failure")
-                await consumer.handle(event)
-                await tx.execute(
-                    "INSERT INTO inbox (consumer, event_id, done_at) VALUES (?, ?, ?)",
+                # The inbox row first: if it exists this is a duplicate; if the handler fails, the
+                # savepoint takes the row back with everything else.
+                fresh = await tx.execute(
+                    "INSERT INTO inbox (consumer, event_id, done_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                     (consumer_name, event_id, epoch()),
                 )
+                if fresh:
+                    if self._chaos.failure_rate and self._random.random() < self._chaos.failure_rate:
+                        raise ChaosFailure("injected transient failure")
+                    await consumer.handle(event)
                 await tx.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
-            HANDLED.labels(service, consumer_name, "success").inc()
+            HANDLED.labels(service, consumer_name, "success" if fresh else "duplicate").inc()
         except DropEvent as exc:
             await self._dead_letter(service, tx, row, attempts + 1, f"dropped: {exc}")
         except Exception as exc:
