@@ -70,6 +70,9 @@ class BenchConfig:
     data_dir: Path | None = None
     customers: int = 200
     quiet: bool = False
+    # Open loop: start orders at this many per second, as customers would, whatever the latency;
+    # None: closed loop, each of ``concurrency`` clients sends its next order when one returns.
+    rate: float | None = None
 
 
 @dataclass
@@ -390,6 +393,28 @@ def _order_body(index: int) -> dict[str, Any]:
     }
 
 
+async def _paced(count: int, rate: float, concurrency: int, job: Callable[[int], Awaitable[None]]) -> None:
+    """Start job(i) at start + i / rate (open loop), with at most ``concurrency`` in flight; a run
+    that hits that cap is saturated and its latencies include the wait for a free slot."""
+    slots = asyncio.Semaphore(concurrency)
+    start = time.perf_counter()
+
+    async def run(index: int) -> None:
+        try:
+            await job(index)
+        finally:
+            slots.release()
+
+    tasks = []
+    for index in range(count):
+        delay = start + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await slots.acquire()
+        tasks.append(asyncio.create_task(run(index)))
+    await asyncio.gather(*tasks)
+
+
 async def _pool(count: int, concurrency: int, job: Callable[[int], Awaitable[None]]) -> None:
     """Run job(0..count-1) with at most ``concurrency`` in flight (workers share one iterator)."""
     indexes = iter(range(count))
@@ -477,7 +502,10 @@ async def _place(
             say(f"placed {done}/{config.orders} in {elapsed:.1f}s ({done / elapsed:.0f}/s), server RSS {rss} MB")
 
     async with session:
-        await _pool(config.orders, config.concurrency, place)
+        if config.rate:
+            await _paced(config.orders, config.rate, config.concurrency, place)
+        else:
+            await _pool(config.orders, config.concurrency, place)
     result.wall_s = time.perf_counter() - started
     if result.failures:
         say(f"placement errors: {dict(result.failures)}")
@@ -547,6 +575,7 @@ def _result(config: BenchConfig, target: Target, placement: Placement, rows: Row
         "peak_rss_mb": target.peak_rss_mb,
         "backend": _backend(config),
         "concurrency": config.concurrency,
+        "rate": config.rate,
         "errors": placement.errors,
         "accepted": len(saga_ms),
         "placement_s": round(placement.wall_s, 1),

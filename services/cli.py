@@ -174,7 +174,8 @@ def dlq_replay(
 @app.command()
 def bench(
     orders: Annotated[int, typer.Option(help="orders to place")] = 2000,
-    concurrency: Annotated[int, typer.Option(help="orders in flight at once")] = 64,
+    concurrency: Annotated[int, typer.Option(help="orders in flight at once (at most, with --rate)")] = 64,
+    rate: Annotated[float | None, typer.Option(min=1, help="open loop: start this many orders per second")] = None,
     database_url: Annotated[str | None, typer.Option(help="run the platform on PostgreSQL")] = None,
     url: Annotated[str | None, typer.Option(help="drive an already running platform instead")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="with --url: that platform's data dir")] = None,
@@ -185,6 +186,7 @@ def bench(
     from services.bench import BenchConfig, run_bench
 
     config = BenchConfig(
+        rate=rate,
         orders=orders,
         concurrency=concurrency,
         database_url=database_url,
