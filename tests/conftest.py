@@ -23,6 +23,7 @@ from services.bootstrap import Platform
 from services.gateway import create_app
 from services.runtime.auth import Role
 from services.runtime.db import PostgresDatabase
+from services.runtime.errors import PROBLEM
 from services.runtime.settings import ChaosSettings, Settings
 
 PG_URL = os.environ.get("BAEDAL_TEST_DATABASE_URL")
@@ -62,6 +63,18 @@ def order_body(
         "payment": {"method": "wallet"},
         "total_price": sum(q * u for _, q, u in lines) + fee,
     }
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """A problem+json answer with this status and code, and the fields the contract promises."""
+    assert response.status_code == status, f"expected {status} {code}, got {response.status_code}: {response.text}"
+    assert response.headers["content-type"].startswith(PROBLEM), response.headers["content-type"]
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    assert body["status"] == status, body
+    assert body["title"], body
+    assert body["detail"], body
+    return body
 
 
 class Api:

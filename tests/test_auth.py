@@ -13,14 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 
 from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
-from tests.conftest import ORDER_BODY, Api, order_body
+from tests.conftest import ORDER_BODY, Api, assert_problem, order_body
 
-PROBLEM = "application/problem+json"
 ALICE, BOB, CAROL = "cust-alice", "cust-bob", "cust-carol"
 FUNDS = 200_000
 # hanok-bibimbap has autoAccept: false, so its paid orders wait for an owner (owner-lee, owner-park).
@@ -28,17 +26,6 @@ HANOK_BODY = order_body("hanok-bibimbap", (("bibimbap", 2, 9000),), fee=2500)
 BUSAN_BODY = order_body("busan-tteokbokki", (("tteokbokki", 1, 5000),), fee=2000)
 # A 64-byte secret: long enough that PyJWT does not warn about a short HMAC key.
 OTHER_SECRET = "other-secret-" + "z" * 51
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, f"expected {status} {code}, got {response.status_code}: {response.text}"
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers["content-type"]
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code, body
-    assert body["status"] == status, body
-    assert body["title"], body
-    assert body["detail"], body
-    return body
 
 
 def _secret(api: Api) -> str:

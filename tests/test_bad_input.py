@@ -18,28 +18,17 @@ import httpx
 import pytest
 
 from services.gateway import create_app
-from tests.conftest import ORDER_BODY, Api, order_body
+from services.runtime.errors import PROBLEM
+from tests.conftest import ORDER_BODY, Api, assert_problem, order_body
 
 CUSTOMER = "cust-bad-input"
 FUNDS = 100_000
-PROBLEM = "application/problem+json"
+
 MAX_BODY = 64 * 1024
 TOTAL = 39_000  # ORDER_BODY: 2 x fried (18000) + delivery fee 3000
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """A problem+json answer with this status and code, and the fields the contract promises."""
-    assert response.status_code == status, f"expected {status} {code}, got {response.status_code}: {response.text}"
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers["content-type"]
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code, body
-    assert body["status"] == status, body
-    assert body["title"], body
-    assert body["detail"], body
-    return body
 
 
 def with_changes(change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
