@@ -33,6 +33,7 @@ import orjson
 import typer
 
 from services.audit import audit
+from services.bootstrap import SERVICES
 from services.payment.domain import MAX_TOP_UP
 from services.runtime.auth import SECRET_FILE, Role, TokenIssuer, load_or_create_secret
 from services.runtime.clock import parse_iso
@@ -42,7 +43,7 @@ RESTAURANTS = 10
 MENU_ITEMS = 10
 DELIVERY_FEE = 3000
 EXPRESS_FEE = 5000
-SERVICES = ("order", "payment", "restaurant")
+
 # CANCELLING too: with auto-accept nothing should cancel, but if something does it is not settled.
 IN_FLIGHT = frozenset({"PENDING", "PAID", "CANCELLING"})
 READY_TIMEOUT_S = 60.0

@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from services.catalog.manifest import RestaurantResource, load_manifests
+from services.delivery.board import SCHEMA as BOARD_SCHEMA
+from services.delivery.board import SqlDeliveryBoard
+from services.delivery.handlers import DeliveryService
 from services.order.handlers import OrderService
 from services.order.views import SCHEMA as ORDER_VIEW_SCHEMA
 from services.order.views import SqlOrderViews
@@ -20,8 +23,8 @@ from services.runtime.settings import Settings
 
 log = logging.getLogger("baedal")
 
-SERVICES = ("order", "payment", "restaurant")
-EXTRA_SCHEMA = {"order": ORDER_VIEW_SCHEMA}
+SERVICES = ("order", "payment", "restaurant", "delivery")
+EXTRA_SCHEMA = {"order": ORDER_VIEW_SCHEMA, "delivery": BOARD_SCHEMA}
 
 
 def make_database(settings: Settings, service: str) -> Database:
@@ -39,12 +42,20 @@ class Platform:
         self.order = OrderService(SqlStateStore(self.dbs["order"]), SqlOrderViews(self.dbs["order"]))
         self.payment = PaymentService(SqlStateStore(self.dbs["payment"]))
         self.restaurant = RestaurantService(SqlStateStore(self.dbs["restaurant"]))
+        self.delivery = DeliveryService(SqlStateStore(self.dbs["delivery"]), SqlDeliveryBoard(self.dbs["delivery"]))
         self.dispatcher = Dispatcher(self.dbs, settings, paused)
-        for name, service in (("order", self.order), ("payment", self.payment), ("restaurant", self.restaurant)):
+        services: dict[str, OrderService | PaymentService | RestaurantService | DeliveryService] = {
+            "order": self.order,
+            "payment": self.payment,
+            "restaurant": self.restaurant,
+            "delivery": self.delivery,
+        }
+        for name, service in services.items():
             for subscription, handler in service.subscriptions():
                 self.dispatcher.subscribe(name, subscription, handler)
-        for subscription, batch_handler in self.order.batch_subscriptions():
-            self.dispatcher.subscribe_batch("order", subscription, batch_handler)
+        for name, projector in (("order", self.order), ("delivery", self.delivery)):
+            for subscription, batch_handler in projector.batch_subscriptions():
+                self.dispatcher.subscribe_batch(name, subscription, batch_handler)
         self.tokens = TokenIssuer(load_or_create_secret(settings.data_dir), settings.token_ttl_s)
         self.started = False
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.bootstrap import Platform
+from services.delivery.api import router as delivery_router
 from services.order.api import router as order_router
 from services.payment.api import router as payment_router
 from services.restaurant.api import router as restaurant_router
@@ -23,7 +24,12 @@ from services.runtime.api import BodySizeLimit
 from services.runtime.auth import CurrentPrincipal, require_admin
 from services.runtime.errors import ApiError, install_error_handlers, problem
 
-SERVICE_ROUTERS = {"order": order_router, "payment": payment_router, "restaurant": restaurant_router}
+SERVICE_ROUTERS = {
+    "order": order_router,
+    "payment": payment_router,
+    "restaurant": restaurant_router,
+    "delivery": delivery_router,
+}
 
 # The routing table. A test checks it against the services' routers, so it cannot drift.
 ROUTES: list[tuple[str, str, str]] = [
@@ -34,9 +40,12 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/orders", "order"),
     ("GET", "/orders/{order_id}", "order"),
     ("POST", "/orders/{order_id}/cancel", "order"),
+    ("POST", "/orders/{order_id}/confirm", "order"),
     ("GET", "/admin/audit/orders", "order"),
     ("POST", "/restaurants/{restaurant_id}/orders/{order_id}/accept", "restaurant"),
     ("POST", "/restaurants/{restaurant_id}/orders/{order_id}/reject", "restaurant"),
+    ("POST", "/restaurants/{restaurant_id}/orders/{order_id}/start-cooking", "restaurant"),
+    ("POST", "/restaurants/{restaurant_id}/orders/{order_id}/finish-cooking", "restaurant"),
     ("PATCH", "/restaurants/{restaurant_id}", "restaurant"),
     ("PATCH", "/restaurants/{restaurant_id}/menu/{product_id}", "restaurant"),
     ("POST", "/admin/restaurants", "restaurant"),
@@ -47,6 +56,10 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/payments/{order_id}", "payment"),
     ("GET", "/admin/audit/payments", "payment"),
     ("GET", "/admin/audit/wallets", "payment"),
+    ("GET", "/deliveries/available", "delivery"),
+    ("POST", "/deliveries/{delivery_id}/claim", "delivery"),
+    ("POST", "/deliveries/{delivery_id}/pick-up", "delivery"),
+    ("POST", "/deliveries/{delivery_id}/deliver", "delivery"),
 ]
 
 ops = APIRouter(tags=["operations"])

@@ -18,3 +18,7 @@ PAYMENT_REFUNDED = "payment.refunded"
 TICKET_ACCEPTED = "ticket.accepted"
 TICKET_REJECTED = "ticket.rejected"
 TICKET_ACCEPT_DEADLINE = "ticket.accept-deadline"
+TICKET_COOKING_STARTED = "ticket.cooking-started"
+TICKET_READY = "ticket.ready"
+
+DELIVERY_STATUS_CHANGED = "delivery.status-changed"

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from services.audit import audit
-from services.bootstrap import Platform
+from services.bootstrap import SERVICES, Platform
 from services.gateway import create_app
 from services.runtime.auth import Role
 from services.runtime.db import PostgresDatabase
@@ -226,7 +226,7 @@ async def make_platform(backend: str, tmp_path: Path) -> AsyncIterator[PlatformF
         if platform.started:
             await platform.stop()
     for schema_prefix in set(prefixes):
-        for service in ("order", "payment", "restaurant"):
+        for service in SERVICES:
             await PostgresDatabase(str(PG_URL), f"{schema_prefix}{service}").drop_schema()
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from services.audit import audit
+from services.bootstrap import SERVICES
 from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
 from services.runtime.db import PostgresDatabase
 from tests.conftest import EXAMPLES, ORDER_BODY, PG_URL, _require_postgres
@@ -45,7 +46,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     finally:
         server.stop()
         if request.param == "postgresql":
-            for service in ("order", "payment", "restaurant"):
+            for service in SERVICES:
                 asyncio.run(PostgresDatabase(str(PG_URL), f"{prefix}{service}").drop_schema())
 
 

@@ -136,6 +136,15 @@ async def cancel_order(order_id: PathId, principal: CurrentPrincipal, orders: Or
     return (await orders.cancel(order.id)).view()
 
 
+@router.post("/orders/{order_id}/confirm", status_code=202, tags=["orders"])
+async def confirm_order(order_id: PathId, principal: CurrentPrincipal, orders: Orders) -> dict[str, Any]:
+    """The customer confirms receipt: DELIVERED → COMPLETED."""
+    order = await _visible_order(orders, principal, order_id)
+    if not principal.is_admin and principal.role is not Role.CUSTOMER:
+        raise ApiError(403, "FORBIDDEN", "only the customer may confirm an order")
+    return (await orders.confirm(order.id)).view()
+
+
 @router.get("/restaurants", tags=["catalog"])
 async def list_restaurants(orders: Orders) -> list[dict[str, Any]]:
     entries = [projection.summary(e) for e in await orders.restaurants()]

@@ -165,6 +165,44 @@ class Order:
         self._move(OrderStatus.CANCELLING, now)
         return True
 
+    def cooking_started(self, now: str) -> bool:
+        if self.status is not OrderStatus.ACCEPTED:
+            return False
+        self._move(OrderStatus.COOKING, now)
+        return True
+
+    def cooking_finished(self, now: str) -> bool:
+        """→ READY; from ACCEPTED too when the 'started' event is still on its way (both steps are
+        recorded, so the history shows every state)."""
+        if self.status is OrderStatus.ACCEPTED:
+            self._move(OrderStatus.COOKING, now)
+        if self.status is not OrderStatus.COOKING:
+            return False
+        self._move(OrderStatus.READY, now)
+        return True
+
+    def picked_up(self, now: str) -> bool:
+        if self.status is not OrderStatus.READY:
+            return False
+        self._move(OrderStatus.PICKED_UP, now)
+        return True
+
+    def delivered(self, now: str) -> bool:
+        if self.status is OrderStatus.READY:
+            self._move(OrderStatus.PICKED_UP, now)
+        if self.status is not OrderStatus.PICKED_UP:
+            return False
+        self._move(OrderStatus.DELIVERED, now)
+        return True
+
+    def confirm(self, now: str) -> None:
+        """The customer confirms receipt."""
+        if self.status is not OrderStatus.DELIVERED:
+            raise DomainError(
+                "INVALID_STATE", f"only a DELIVERED order can be confirmed, this one is {self.status.value}"
+            )
+        self._move(OrderStatus.COMPLETED, now)
+
     def request_cancel(self, now: str) -> None:
         """The customer's cancel. Raises INVALID_STATE once cooking has started or it is over."""
         if self.status not in CUSTOMER_CANCELLABLE:

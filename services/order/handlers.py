@@ -81,6 +81,7 @@ def request_fingerprint(command: PlaceOrder) -> str:
 
 
 Change = Callable[[Order, str], bool]
+DELIVERY_TRANSITIONS: dict[str, Change] = {"PICKED_UP": Order.picked_up, "DELIVERED": Order.delivered}
 FollowUp = Callable[[Order], list[OutboundEvent]]
 
 
@@ -181,6 +182,29 @@ class OrderService:
             event.data["order_id"], lambda o, now: o.restaurant_rejected(reason, now), lambda o: [cancel_requested(o)]
         )
 
+    async def on_cooking_started(self, event: Event) -> None:
+        await self._transition(event.data["order_id"], Order.cooking_started)
+
+    async def on_ready(self, event: Event) -> None:
+        await self._transition(event.data["order_id"], Order.cooking_finished)
+
+    async def on_delivery_progress(self, event: Event) -> None:
+        change = DELIVERY_TRANSITIONS.get(event.data["delivery"]["status"])
+        if change is not None:
+            await self._transition(event.data["delivery"]["order_id"], change)
+
+    async def confirm(self, order_id: str) -> Order:
+        async def attempt() -> Order:
+            record = await self.store.get(order_key(order_id))
+            if record is None:
+                raise DomainError("ORDER_NOT_FOUND", f"order {order_id!r} does not exist")
+            order = Order.from_dict(record.value)
+            order.confirm(now_iso())
+            await self.store.commit([Put(record.key, order.to_dict(), record.etag)], [status_changed(order)])
+            return order
+
+        return await retry_on_conflict(attempt)
+
     async def on_status_changed(self, events: Sequence[Event]) -> None:
         await self.views.apply([(e.data["order"], int(e.data["version"])) for e in events])
 
@@ -194,6 +218,9 @@ class OrderService:
             (Subscription(topics.PAYMENT_REFUNDED, "order-on-payment-refunded"), self.on_payment_refunded),
             (Subscription(topics.TICKET_ACCEPTED, "order-on-ticket-accepted"), self.on_ticket_accepted),
             (Subscription(topics.TICKET_REJECTED, "order-on-ticket-rejected"), self.on_ticket_rejected),
+            (Subscription(topics.TICKET_COOKING_STARTED, "order-on-cooking-started"), self.on_cooking_started),
+            (Subscription(topics.TICKET_READY, "order-on-ready"), self.on_ready),
+            (Subscription(topics.DELIVERY_STATUS_CHANGED, "order-on-delivery-progress"), self.on_delivery_progress),
             (Subscription(topics.CATALOG_UPSERTED, "order-menu-upserted"), self.menus.on_upserted),
             (Subscription(topics.CATALOG_DELETED, "order-menu-deleted"), self.menus.on_deleted),
             (Subscription(topics.RESTAURANT_AVAILABILITY, "order-menu-availability"), self.menus.on_availability),

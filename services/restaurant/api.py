@@ -76,6 +76,26 @@ async def reject(
     return _ticket_view(await restaurants.reject(restaurant_id, order_id, reason))
 
 
+@router.post("/restaurants/{restaurant_id}/orders/{order_id}/start-cooking", status_code=202, tags=["restaurant owner"])
+async def start_cooking(
+    restaurant_id: PathId, order_id: PathId, principal: CurrentPrincipal, restaurants: Restaurants
+) -> dict[str, Any]:
+    """ACCEPTED → COOKING; from now on the customer can no longer cancel."""
+    await _require_owner(restaurants, principal, restaurant_id)
+    return _ticket_view(await restaurants.start_cooking(restaurant_id, order_id))
+
+
+@router.post(
+    "/restaurants/{restaurant_id}/orders/{order_id}/finish-cooking", status_code=202, tags=["restaurant owner"]
+)
+async def finish_cooking(
+    restaurant_id: PathId, order_id: PathId, principal: CurrentPrincipal, restaurants: Restaurants
+) -> dict[str, Any]:
+    """COOKING → READY: the delivery becomes visible to riders nearby."""
+    await _require_owner(restaurants, principal, restaurant_id)
+    return _ticket_view(await restaurants.finish_cooking(restaurant_id, order_id))
+
+
 def _availability(entry: projection.Entry) -> dict[str, Any]:
     return {"restaurant": projection.summary(entry), "items": projection.effective_items(entry)}
 

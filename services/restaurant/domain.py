@@ -12,6 +12,8 @@ from services.runtime.errors import DomainError
 class TicketStatus(StrEnum):
     PENDING = "PENDING"  # paid, waiting for the owner
     ACCEPTED = "ACCEPTED"
+    COOKING = "COOKING"
+    READY = "READY"
     REJECTED = "REJECTED"
     CANCELLED = "CANCELLED"  # the customer cancelled
 
@@ -21,7 +23,9 @@ class RejectReason(StrEnum):
     ACCEPT_TIMEOUT = "ACCEPT_TIMEOUT"
 
 
-CANCELLABLE = frozenset({TicketStatus.PENDING, TicketStatus.ACCEPTED})
+# The order service decides whether a customer may cancel (until cooking starts). A cancel it
+# accepted can still meet a ticket whose cooking started meanwhile; the customer's cancel wins.
+CANCELLABLE = frozenset({TicketStatus.PENDING, TicketStatus.ACCEPTED, TicketStatus.COOKING, TicketStatus.READY})
 
 
 @dataclass
@@ -54,6 +58,16 @@ class Ticket:
     def accept(self, now: str) -> None:
         self._require(TicketStatus.PENDING)
         self.status = TicketStatus.ACCEPTED
+        self.updated_at = now
+
+    def start_cooking(self, now: str) -> None:
+        self._require(TicketStatus.ACCEPTED)
+        self.status = TicketStatus.COOKING
+        self.updated_at = now
+
+    def finish_cooking(self, now: str) -> None:
+        self._require(TicketStatus.COOKING)
+        self.status = TicketStatus.READY
         self.updated_at = now
 
     def reject(self, reason: RejectReason, message: str, now: str) -> None:

@@ -35,9 +35,17 @@ def _ticket_event(topic: str, ticket: Ticket, **extra: Any) -> OutboundEvent:
     return OutboundEvent(topic=topic, data=data, source=SOURCE, subject=ticket.order_id)
 
 
+PROGRESS_TOPICS = {
+    TicketStatus.ACCEPTED: topics.TICKET_ACCEPTED,
+    TicketStatus.COOKING: topics.TICKET_COOKING_STARTED,
+    TicketStatus.READY: topics.TICKET_READY,
+}
+
+
 def _decision(ticket: Ticket) -> OutboundEvent:
-    if ticket.status is TicketStatus.ACCEPTED:
-        return _ticket_event(topics.TICKET_ACCEPTED, ticket)
+    """The event announcing the ticket's new state to the order service."""
+    if ticket.status in PROGRESS_TOPICS:
+        return _ticket_event(PROGRESS_TOPICS[ticket.status], ticket)
     return _ticket_event(topics.TICKET_REJECTED, ticket, reason=ticket.reason, message=ticket.message)
 
 
@@ -72,6 +80,12 @@ class RestaurantService:
 
     async def reject(self, restaurant_id: str, order_id: str, message: str) -> Ticket:
         return await self._decide(restaurant_id, order_id, lambda t, now: t.reject(RejectReason.REJECTED, message, now))
+
+    async def start_cooking(self, restaurant_id: str, order_id: str) -> Ticket:
+        return await self._decide(restaurant_id, order_id, lambda t, now: t.start_cooking(now))
+
+    async def finish_cooking(self, restaurant_id: str, order_id: str) -> Ticket:
+        return await self._decide(restaurant_id, order_id, lambda t, now: t.finish_cooking(now))
 
     async def change_availability(
         self, restaurant_id: str, *, open_: bool | None = None, product: tuple[str, bool] | None = None

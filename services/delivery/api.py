@@ -1,0 +1,77 @@
+"""HTTP API of the delivery service (riders); the delivery id is the order id."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from services.delivery.domain import MAX_RADIUS_KM, Delivery
+from services.delivery.handlers import DeliveryService
+from services.runtime.api import PathId
+from services.runtime.auth import CurrentPrincipal, Principal, Role, require_role
+
+router = APIRouter(tags=["deliveries"])
+
+
+async def _service(request: Request) -> DeliveryService:
+    service: DeliveryService = request.app.state.platform.delivery
+    return service
+
+
+Deliveries = Annotated[DeliveryService, Depends(_service)]
+
+
+def _rider(principal: Principal) -> str:
+    require_role(principal, Role.RIDER)
+    return principal.subject
+
+
+def _view(delivery: Delivery) -> dict[str, Any]:
+    view = delivery.to_dict()
+    view.pop("version")
+    view["id"] = delivery.order_id
+    return view
+
+
+@router.get("/deliveries/available")
+async def available(
+    principal: CurrentPrincipal,
+    deliveries: Deliveries,
+    lat: Annotated[float, Query(ge=-90, le=90)],
+    lon: Annotated[float, Query(ge=-180, le=180)],
+    radius_km: Annotated[float, Query(gt=0, le=MAX_RADIUS_KM)] = 3.0,
+) -> list[dict[str, Any]]:
+    """READY, unclaimed deliveries whose pickup is within the radius: express first, then nearest."""
+    _rider(principal)
+    found = await deliveries.available({"lat": lat, "lon": lon}, radius_km)
+    return [
+        {
+            "id": v["order_id"],
+            "order_id": v["order_id"],
+            "restaurant_id": v["restaurant_id"],
+            "express": v["express"],
+            "distance_km": v["distance_km"],
+            "pickup": v["pickup"],
+            "dropoff": v["dropoff"],
+        }
+        for v in found
+    ]
+
+
+@router.post("/deliveries/{delivery_id}/claim")
+async def claim(delivery_id: PathId, principal: CurrentPrincipal, deliveries: Deliveries) -> dict[str, Any]:
+    """First claim wins; a later claim by another rider gets 409 DELIVERY_ALREADY_CLAIMED."""
+    return _view(await deliveries.claim(delivery_id, _rider(principal)))
+
+
+@router.post("/deliveries/{delivery_id}/pick-up")
+async def pick_up(delivery_id: PathId, principal: CurrentPrincipal, deliveries: Deliveries) -> dict[str, Any]:
+    """The claiming rider has the food: the order becomes PICKED_UP."""
+    return _view(await deliveries.pick_up(delivery_id, _rider(principal)))
+
+
+@router.post("/deliveries/{delivery_id}/deliver")
+async def deliver(delivery_id: PathId, principal: CurrentPrincipal, deliveries: Deliveries) -> dict[str, Any]:
+    """The claiming rider handed it over: the order becomes DELIVERED."""
+    return _view(await deliveries.deliver(delivery_id, _rider(principal)))

@@ -1,0 +1,146 @@
+"""The delivery service: a delivery per accepted order, riders' search, claim, pick-up, drop-off."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from services import topics
+from services.catalog.replica import CatalogReplica
+from services.delivery.board import DeliveryBoard
+from services.delivery.domain import Delivery, DeliveryStatus, rank
+from services.runtime.clock import now_iso
+from services.runtime.errors import DomainError
+from services.runtime.events import Event, OutboundEvent
+from services.runtime.ports import (
+    BatchHandler,
+    Handler,
+    Put,
+    RetryLater,
+    StateStore,
+    Subscription,
+    retry_on_conflict,
+)
+
+SOURCE = "delivery"
+SEARCH_LIMIT = 50
+
+
+def delivery_key(order_id: str) -> str:
+    return f"delivery:{order_id}"
+
+
+def status_changed(delivery: Delivery) -> OutboundEvent:
+    return OutboundEvent(
+        topic=topics.DELIVERY_STATUS_CHANGED,
+        source=SOURCE,
+        subject=delivery.order_id,
+        data={"delivery": delivery.to_dict(), "version": delivery.version},
+    )
+
+
+class DeliveryService:
+    def __init__(self, store: StateStore, board: DeliveryBoard) -> None:
+        self.store = store
+        self.board = board
+        self.restaurants = CatalogReplica(store, "restaurant:")  # pickup locations
+
+    async def get(self, order_id: str) -> Delivery | None:
+        record = await self.store.get(delivery_key(order_id))
+        return Delivery.from_dict(record.value) if record else None
+
+    async def available(self, origin: dict[str, float], radius_km: float) -> list[dict[str, Any]]:
+        return rank(await self.board.near(origin, radius_km), origin, radius_km)[:SEARCH_LIMIT]
+
+    # ------------------------------------------------------------------ rider commands
+
+    async def _act(self, order_id: str, act: Callable[[Delivery, str], bool | None]) -> Delivery:
+        async def attempt() -> Delivery:
+            record = await self.store.get(delivery_key(order_id))
+            if record is None:
+                raise DomainError("DELIVERY_NOT_FOUND", f"no delivery {order_id!r}")
+            delivery = Delivery.from_dict(record.value)
+            if act(delivery, now_iso()) is not False:
+                await self.store.commit([Put(record.key, delivery.to_dict(), record.etag)], [status_changed(delivery)])
+            return delivery
+
+        return await retry_on_conflict(attempt)
+
+    async def claim(self, order_id: str, rider_id: str) -> Delivery:
+        """First wins: the ETag guard lets exactly one of two simultaneous claims commit; the other
+        re-reads and finds the delivery claimed."""
+        return await self._act(order_id, lambda d, now: d.claim(rider_id, now))
+
+    async def pick_up(self, order_id: str, rider_id: str) -> Delivery:
+        return await self._act(order_id, lambda d, now: d.pick_up(rider_id, now))
+
+    async def deliver(self, order_id: str, rider_id: str) -> Delivery:
+        return await self._act(order_id, lambda d, now: d.deliver(rider_id, now))
+
+    # ------------------------------------------------------------------ reactions
+
+    async def on_order_status(self, event: Event) -> None:
+        """ACCEPTED opens the delivery, READY shows it to riders, a cancel withdraws it."""
+        order = event.data["order"]
+        status = order["status"]
+        if status in ("ACCEPTED", "COOKING"):
+            await self._open(order, ready=False)
+        elif status == "READY":
+            await self._open(order, ready=True)
+        elif status in ("CANCELLING", "CANCELLED"):
+            await self._change(order["id"], Delivery.cancel)
+
+    async def _open(self, order: dict[str, Any], ready: bool) -> None:
+        async def attempt() -> None:
+            record = await self.store.get(delivery_key(order["id"]))
+            now = now_iso()
+            if record is not None:
+                delivery = Delivery.from_dict(record.value)
+                if ready and delivery.make_available(now):
+                    await self.store.commit(
+                        [Put(record.key, delivery.to_dict(), record.etag)], [status_changed(delivery)]
+                    )
+                return
+            restaurant = await self.restaurants.live(order["restaurant_id"])
+            if restaurant is None:
+                raise RetryLater(f"restaurant {order['restaurant_id']!r} not in the delivery service's catalog yet")
+            delivery = Delivery(
+                order_id=order["id"],
+                restaurant_id=order["restaurant_id"],
+                customer_id=order["customer_id"],
+                status=DeliveryStatus.AVAILABLE if ready else DeliveryStatus.WAITING,
+                express=bool(order["delivery"].get("express")),
+                pickup=dict(restaurant["spec"]["location"]),
+                dropoff={k: order["delivery"][k] for k in ("address", "lat", "lon")},
+                created_at=now,
+                updated_at=now,
+            )
+            await self.store.commit(
+                [Put(delivery_key(delivery.order_id), delivery.to_dict(), None)], [status_changed(delivery)]
+            )
+
+        await retry_on_conflict(attempt)
+
+    async def _change(self, order_id: str, change: Callable[[Delivery, str], bool]) -> None:
+        async def attempt() -> None:
+            record = await self.store.get(delivery_key(order_id))
+            if record is None:
+                return
+            delivery = Delivery.from_dict(record.value)
+            if change(delivery, now_iso()):
+                await self.store.commit([Put(record.key, delivery.to_dict(), record.etag)], [status_changed(delivery)])
+
+        await retry_on_conflict(attempt)
+
+    async def on_board_changes(self, events: Sequence[Event]) -> None:
+        await self.board.apply([(e.data["delivery"], int(e.data["version"])) for e in events])
+
+    def subscriptions(self) -> list[tuple[Subscription, Handler]]:
+        return [
+            (Subscription(topics.ORDER_STATUS_CHANGED, "delivery-on-order-status"), self.on_order_status),
+            (Subscription(topics.CATALOG_UPSERTED, "delivery-catalog-upserted"), self.restaurants.on_upserted),
+            (Subscription(topics.CATALOG_DELETED, "delivery-catalog-deleted"), self.restaurants.on_deleted),
+        ]
+
+    def batch_subscriptions(self) -> list[tuple[Subscription, BatchHandler]]:
+        return [(Subscription(topics.DELIVERY_STATUS_CHANGED, "delivery-board"), self.on_board_changes)]
