@@ -10,6 +10,9 @@ from services.catalog.manifest import RestaurantResource, load_manifests
 from services.delivery.board import SCHEMA as BOARD_SCHEMA
 from services.delivery.board import SqlDeliveryBoard
 from services.delivery.handlers import DeliveryService
+from services.notification.feed import SCHEMA as FEED_SCHEMA
+from services.notification.feed import SqlFeed, WebhookSender
+from services.notification.handlers import NotificationService
 from services.order.handlers import OrderService
 from services.order.views import SCHEMA as ORDER_VIEW_SCHEMA
 from services.order.views import SqlOrderViews
@@ -23,8 +26,8 @@ from services.runtime.settings import Settings
 
 log = logging.getLogger("baedal")
 
-SERVICES = ("order", "payment", "restaurant", "delivery")
-EXTRA_SCHEMA = {"order": ORDER_VIEW_SCHEMA, "delivery": BOARD_SCHEMA}
+SERVICES = ("order", "payment", "restaurant", "delivery", "notification")
+EXTRA_SCHEMA = {"order": ORDER_VIEW_SCHEMA, "delivery": BOARD_SCHEMA, "notification": FEED_SCHEMA}
 
 
 def make_database(settings: Settings, service: str) -> Database:
@@ -43,17 +46,28 @@ class Platform:
         self.payment = PaymentService(SqlStateStore(self.dbs["payment"]))
         self.restaurant = RestaurantService(SqlStateStore(self.dbs["restaurant"]))
         self.delivery = DeliveryService(SqlStateStore(self.dbs["delivery"]), SqlDeliveryBoard(self.dbs["delivery"]))
+        self.notification = NotificationService(
+            SqlStateStore(self.dbs["notification"]), SqlFeed(self.dbs["notification"])
+        )
+        self.webhook = WebhookSender(self.dbs["notification"], settings.notify_webhook)
         self.dispatcher = Dispatcher(self.dbs, settings, paused)
-        services: dict[str, OrderService | PaymentService | RestaurantService | DeliveryService] = {
+        services: dict[str, OrderService | PaymentService | RestaurantService | DeliveryService | NotificationService]
+        services = {
             "order": self.order,
             "payment": self.payment,
             "restaurant": self.restaurant,
             "delivery": self.delivery,
+            "notification": self.notification,
         }
         for name, service in services.items():
             for subscription, handler in service.subscriptions():
                 self.dispatcher.subscribe(name, subscription, handler)
-        for name, projector in (("order", self.order), ("delivery", self.delivery)):
+        projectors: list[tuple[str, OrderService | DeliveryService | NotificationService]] = [
+            ("order", self.order),
+            ("delivery", self.delivery),
+            ("notification", self.notification),
+        ]
+        for name, projector in projectors:
             for subscription, batch_handler in projector.batch_subscriptions():
                 self.dispatcher.subscribe_batch(name, subscription, batch_handler)
         self.tokens = TokenIssuer(load_or_create_secret(settings.data_dir), settings.token_ttl_s)
@@ -63,6 +77,7 @@ class Platform:
         for name, db in self.dbs.items():
             await db.open(EXTRA_SCHEMA.get(name, ()))
         await self.dispatcher.start()
+        self.webhook.start()
         self.started = True
         if self.settings.load_demo and not await self.restaurant.demo_loaded():
             await self.load_manifests()
@@ -80,6 +95,7 @@ class Platform:
 
     async def stop(self) -> None:
         self.started = False
+        await self.webhook.stop()
         await self.dispatcher.stop()
         for db in self.dbs.values():
             await db.database.close()

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.bootstrap import Platform
 from services.delivery.api import router as delivery_router
+from services.notification.api import router as notification_router
 from services.order.api import router as order_router
 from services.payment.api import router as payment_router
 from services.restaurant.api import router as restaurant_router
@@ -29,6 +30,7 @@ SERVICE_ROUTERS = {
     "payment": payment_router,
     "restaurant": restaurant_router,
     "delivery": delivery_router,
+    "notification": notification_router,
 }
 
 # The routing table. A test checks it against the services' routers, so it cannot drift.
@@ -60,6 +62,9 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/deliveries/{delivery_id}/claim", "delivery"),
     ("POST", "/deliveries/{delivery_id}/pick-up", "delivery"),
     ("POST", "/deliveries/{delivery_id}/deliver", "delivery"),
+    ("GET", "/notifications", "notification"),
+    ("GET", "/notifications/stream", "notification"),
+    ("GET", "/admin/notifications/outbound", "notification"),
 ]
 
 ops = APIRouter(tags=["operations"])

@@ -45,5 +45,7 @@ class Settings(BaseSettings):
     # SQLite: NORMAL survives kill -9 (the WAL is in the OS page cache); FULL also survives power loss.
     sqlite_synchronous: str = Field("NORMAL", pattern="^(OFF|NORMAL|FULL|EXTRA)$")
     max_body_bytes: int = 64 * 1024
+    # The outbound notification channel (the seeds' KakaoTalk message): POSTed here when set.
+    notify_webhook: str | None = None
     token_ttl_s: int = 12 * 3600
     chaos: ChaosSettings = Field(default_factory=lambda: ChaosSettings())
