@@ -16,6 +16,7 @@ from services.notification.handlers import NotificationService
 from services.order.handlers import OrderService
 from services.order.views import SCHEMA as ORDER_VIEW_SCHEMA
 from services.order.views import SqlOrderViews
+from services.payment.gateway import HttpPaymentGateway, PaymentGateway
 from services.payment.handlers import PaymentService
 from services.restaurant.handlers import RestaurantService
 from services.runtime.auth import TokenIssuer, load_or_create_secret
@@ -39,11 +40,19 @@ def make_database(settings: Settings, service: str) -> Database:
 class Platform:
     """Every service of Baedal in one process, on the embedded runtime."""
 
-    def __init__(self, settings: Settings, paused: set[str] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, paused: set[str] | None = None, gateway: PaymentGateway | None = None
+    ) -> None:
         self.settings = settings
         self.dbs = {name: ServiceDb(name, make_database(settings, name)) for name in SERVICES}
         self.order = OrderService(SqlStateStore(self.dbs["order"]), SqlOrderViews(self.dbs["order"]))
-        self.payment = PaymentService(SqlStateStore(self.dbs["payment"]))
+        self.gateway = gateway or HttpPaymentGateway(
+            settings.paygate_url,
+            timeout_s=settings.paygate_timeout_s,
+            failure_threshold=settings.paygate_failure_threshold,
+            recovery_timeout_s=settings.paygate_recovery_s,
+        )
+        self.payment = PaymentService(SqlStateStore(self.dbs["payment"]), self.gateway)
         self.restaurant = RestaurantService(SqlStateStore(self.dbs["restaurant"]))
         self.delivery = DeliveryService(SqlStateStore(self.dbs["delivery"]), SqlDeliveryBoard(self.dbs["delivery"]))
         self.notification = NotificationService(

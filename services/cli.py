@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,6 +53,10 @@ def up(
         str | None, typer.Option(help="PostgreSQL URL (default: SQLite under the data dir)")
     ] = None,
     pause: Annotated[list[str] | None, typer.Option(help="start with this service's consumers paused")] = None,
+    paygate_port: Annotated[
+        int | None,
+        typer.Option(help="port of the payment-gateway simulator started alongside (default: port + 100; 0: none)"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="log level")] = "info",
 ) -> None:
     """Run every service in one process (embedded runtime) behind the gateway."""
@@ -63,14 +69,35 @@ def up(
     overrides: dict[str, Any] = {"port": port, "host": host, "data_dir": data_dir}
     if database_url:
         overrides["database_url"] = database_url
+    simulator_port = port + 100 if paygate_port is None else paygate_port
+    if simulator_port and "BAEDAL_PAYGATE_URL" not in os.environ:
+        overrides["paygate_url"] = f"http://{host}:{simulator_port}"
+    else:
+        simulator_port = 0  # an external gateway was configured
     settings = Settings(**overrides)
     platform = Platform(settings, paused=set(pause or ()))
     typer.echo(
         f"Baedal on http://{host}:{port}  (data dir {data_dir.resolve()}, "
         f"{'PostgreSQL' if settings.database_url else 'SQLite'})"
     )
+    simulator = _start_simulator(host, simulator_port) if simulator_port else None
+    try:
+        _serve(uvicorn, create_app(platform), host, port)
+    finally:
+        if simulator is not None:
+            simulator.terminate()
+            simulator.wait(10)
+
+
+def _start_simulator(host: str, port: int) -> subprocess.Popen[bytes]:
+    """The payment-gateway simulator, a process of its own like the real gateway."""
+    typer.echo(f"payment-gateway simulator on http://{host}:{port}")
+    return subprocess.Popen([sys.executable, "-m", "services.paygate", "--host", host, "--port", str(port)])
+
+
+def _serve(uvicorn: Any, asgi_app: Any, host: str, port: int) -> None:
     uvicorn.run(
-        create_app(platform),
+        asgi_app,
         host=host,
         port=port,
         log_level="warning",

@@ -155,14 +155,15 @@ BAD_ORDER_BODIES: list[Any] = [
         "VALIDATION_ERROR",
         id="too-many-lines",
     ),
-    # payment methods other than the wallet are not offered in this version
-    pytest.param(_set("payment", {"method": "card"}), 422, "VALIDATION_ERROR", id="method-card"),
+    # a card needs its token, and a wallet takes none
+    pytest.param(_set("payment", {"method": "card"}), 422, "VALIDATION_ERROR", id="card-without-token"),
     pytest.param(
-        _set("payment", {"method": "card", "card_token": "tok_visa"}),
+        _set("payment", {"method": "wallet", "card_token": "tok_visa"}),
         422,
         "VALIDATION_ERROR",
-        id="method-card-with-token",
+        id="wallet-with-card-token",
     ),
+    pytest.param(_set("payment", {"method": "card", "card_token": ""}), 422, "VALIDATION_ERROR", id="empty-token"),
     pytest.param(_set("payment", {"method": "cash"}), 422, "VALIDATION_ERROR", id="method-cash"),
 ]
 

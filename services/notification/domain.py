@@ -35,7 +35,11 @@ def for_order_status(event_id: str, order: dict[str, Any], now: str) -> Notifica
     """Every status change of an order tells its customer."""
     status = order["status"]
     message = CUSTOMER_MESSAGES[status]
-    if status == "CANCELLED" and order.get("cancel_reason"):
+    if status == "CANCELLED" and order.get("cancel_reason") == "PAYMENT_UNAVAILABLE":
+        message = (
+            "결제 시스템이 혼잡합니다. 잠시 후 다시 시도해 주세요. Payments are unavailable; please try again later."
+        )
+    elif status == "CANCELLED" and order.get("cancel_reason"):
         message = f"{message} ({order['cancel_reason']})"
     return Notification(f"{event_id}:customer", f"customer:{order['customer_id']}", order["id"], status, message, now)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from pydantic import Field, StrictBool, StrictInt
+from pydantic import Field, StrictBool, StrictInt, model_validator
 
 from services.catalog import projection
 from services.order.domain import LineRequest, Order, OrderStatus, PlaceOrder
@@ -39,7 +39,14 @@ class DeliveryIn(Body):
 
 
 class PaymentIn(Body):
-    method: Literal["wallet"]
+    method: Literal["wallet", "card"]
+    card_token: str | None = Field(None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _token_goes_with_card(self) -> PaymentIn:
+        if (self.method == "card") != (self.card_token is not None):
+            raise ValueError("card_token is required with method card, and only then")
+        return self
 
 
 class PlaceOrderIn(Body):
@@ -91,6 +98,7 @@ async def place_order(
         items=tuple(LineRequest(i.product_id, i.quantity, i.unit_price) for i in body.items),
         delivery=body.delivery.model_dump(),
         payment_method=body.payment.method,
+        card_token=body.payment.card_token,
         total_price=body.total_price,
     )
     order, _created = await orders.place(command, idempotency_key)

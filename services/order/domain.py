@@ -64,6 +64,7 @@ class PlaceOrder:
     delivery: dict[str, Any]
     payment_method: str
     total_price: int
+    card_token: str | None = None  # passed on to the payment service, never stored with the order
 
 
 @dataclass

@@ -31,7 +31,7 @@ def status_changed(order: Order) -> OutboundEvent:
     return _event(topics.ORDER_STATUS_CHANGED, order, {"order": order.view(), "version": order.version})
 
 
-def placed(order: Order) -> OutboundEvent:
+def placed(order: Order, card_token: str | None) -> OutboundEvent:
     return _event(
         topics.ORDER_PLACED,
         order,
@@ -40,7 +40,7 @@ def placed(order: Order) -> OutboundEvent:
             "customer_id": order.customer_id,
             "restaurant_id": order.restaurant_id,
             "amount": order.total_price,
-            "payment": {"method": order.payment["method"]},
+            "payment": {"method": order.payment["method"], "card_token": card_token},
         },
     )
 
@@ -110,7 +110,7 @@ class OrderService:
             writes = [Put(order_key(order.id), order.to_dict(), None)]
             if idem_key is not None:
                 writes.append(Put(idem_key, {"order_id": order.id, "fingerprint": fingerprint}, None))
-            await self.store.commit(writes, [placed(order), status_changed(order)])
+            await self.store.commit(writes, [placed(order, command.card_token), status_changed(order)])
             return order, True
 
         return await retry_on_conflict(attempt)

@@ -21,7 +21,8 @@ class PaymentStatus(StrEnum):
 class FailureReason(StrEnum):
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
     CANCELLED_BEFORE_PAYMENT = "CANCELLED_BEFORE_PAYMENT"
-    UNSUPPORTED_METHOD = "UNSUPPORTED_METHOD"
+    CARD_DECLINED = "CARD_DECLINED"
+    GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"
 
 
 @dataclass
@@ -71,15 +72,25 @@ def pay_from_wallet(wallet: Wallet, order_id: str, amount: int) -> Payment:
     return Payment(order_id, wallet.customer_id, amount, "wallet", PaymentStatus.COMPLETED)
 
 
+def card_payment(order_id: str, customer_id: str, amount: int, approved: bool | None) -> Payment:
+    """The gateway's answer: approved, declined (False), or none at all (None: unavailable)."""
+    if approved:
+        return Payment(order_id, customer_id, amount, "card", PaymentStatus.COMPLETED)
+    reason = FailureReason.CARD_DECLINED if approved is False else FailureReason.GATEWAY_UNAVAILABLE
+    return Payment(order_id, customer_id, amount, "card", PaymentStatus.FAILED, reason)
+
+
 def void(order_id: str, customer_id: str, amount: int, method: str) -> Payment:
     """The order was cancelled before its payment was taken: record that it never will be."""
     return Payment(order_id, customer_id, amount, method, PaymentStatus.FAILED, FailureReason.CANCELLED_BEFORE_PAYMENT)
 
 
 def refund(wallet: Wallet, payment: Payment) -> bool:
-    """Give a completed payment back. False if there is nothing (more) to refund."""
+    """Give a completed payment back (to the wallet it came from; a card's money goes back through
+    the gateway). False if there is nothing (more) to refund."""
     if payment.status is not PaymentStatus.COMPLETED:
         return False
-    wallet.balance += payment.amount
+    if payment.method == "wallet":
+        wallet.balance += payment.amount
     payment.status = PaymentStatus.REFUNDED
     return True

@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from services import topics
-from services.payment.domain import Payment, PaymentStatus, Wallet, pay_from_wallet, refund, void
+from services.payment.domain import (
+    FailureReason,
+    Payment,
+    PaymentStatus,
+    Wallet,
+    card_payment,
+    pay_from_wallet,
+    refund,
+    void,
+)
+from services.payment.gateway import GatewayUnavailable, PaymentGateway
 from services.runtime.events import Event, OutboundEvent
 from services.runtime.ports import Handler, Put, Record, StateStore, Subscription, retry_on_conflict
 
@@ -33,13 +43,18 @@ def _outcome(payment: Payment) -> OutboundEvent:
         topic = topics.PAYMENT_REFUNDED
     else:
         topic = topics.PAYMENT_FAILED
-        data |= {"reason": "PAYMENT_FAILED", "failure_reason": payment.failure_reason}
+        unavailable = payment.failure_reason is FailureReason.GATEWAY_UNAVAILABLE
+        data |= {
+            "reason": "PAYMENT_UNAVAILABLE" if unavailable else "PAYMENT_FAILED",
+            "failure_reason": payment.failure_reason,
+        }
     return OutboundEvent(topic=topic, data=data, source=SOURCE, subject=payment.order_id)
 
 
 class PaymentService:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, gateway: PaymentGateway) -> None:
         self.store = store
+        self.gateway = gateway
 
     async def _wallet(self, customer_id: str) -> tuple[Wallet, Record | None]:
         record = await self.store.get(wallet_key(customer_id))
@@ -69,6 +84,12 @@ class PaymentService:
         async def attempt() -> None:
             if await self.store.get(payment_key(data["order_id"])) is not None:
                 return  # already charged, failed, or voided by an earlier cancel
+            if data["payment"]["method"] == "card":
+                payment = await self._charge_card(data)
+                await self.store.commit(
+                    [Put(payment_key(payment.order_id), payment.to_dict(), None)], [_outcome(payment)]
+                )
+                return
             wallet, record = await self._wallet(data["customer_id"])
             payment = pay_from_wallet(wallet, data["order_id"], int(data["amount"]))
             writes = [Put(payment_key(payment.order_id), payment.to_dict(), None)]
@@ -77,6 +98,16 @@ class PaymentService:
             await self.store.commit(writes, [_outcome(payment)])
 
         await retry_on_conflict(attempt)
+
+    async def _charge_card(self, data: dict[str, Any]) -> Payment:
+        """The order id is the idempotency key: a redelivered order.placed (say, after a crash
+        between the gateway's answer and our commit) gets the same answer, never a second charge."""
+        order_id, amount = data["order_id"], int(data["amount"])
+        try:
+            result = await self.gateway.charge(order_id, data["payment"]["card_token"], amount)
+        except GatewayUnavailable:
+            return card_payment(order_id, data["customer_id"], amount, None)
+        return card_payment(order_id, data["customer_id"], amount, result.approved)
 
     async def on_cancel_requested(self, event: Event) -> None:
         """Refund a completed payment; void one not taken yet so a late ``order.placed`` is a no-op.
@@ -92,6 +123,8 @@ class PaymentService:
                 )
                 return
             payment = Payment.from_dict(record.value)
+            if payment.method == "card" and payment.status is PaymentStatus.COMPLETED:
+                await self.gateway.refund(payment.order_id)  # GatewayUnavailable: redelivered later
             wallet, wallet_record = await self._wallet(payment.customer_id)
             if not refund(wallet, payment):
                 return

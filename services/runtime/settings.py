@@ -47,5 +47,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     # The outbound notification channel (the seeds' KakaoTalk message): POSTed here when set.
     notify_webhook: str | None = None
+    # The external card gateway (``baedal up`` starts the simulator there unless told otherwise).
+    paygate_url: str = "http://127.0.0.1:8100"
+    paygate_timeout_s: float = Field(1.0, gt=0)
+    paygate_failure_threshold: int = Field(5, ge=1)
+    paygate_recovery_s: float = Field(5.0, gt=0)
     token_ttl_s: int = 12 * 3600
     chaos: ChaosSettings = Field(default_factory=lambda: ChaosSettings())

@@ -1,0 +1,84 @@
+"""A payment-gateway simulator: the external card processor, with knobs for latency, failures,
+outages and declined cards. Idempotent by key, like a real gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
+
+
+class Knobs(BaseModel):
+    latency_ms: int = Field(0, ge=0, le=60_000)
+    failure_rate: float = Field(0.0, ge=0, le=1)
+    down: bool = False
+    declined_tokens: list[str] = Field(default_factory=lambda: ["tok_declined"])
+
+
+class Charge(BaseModel):
+    idempotency_key: str = Field(min_length=1, max_length=200)
+    card_token: str = Field(min_length=1, max_length=200)
+    amount: int = Field(gt=0)
+
+
+class Refund(BaseModel):
+    idempotency_key: str = Field(min_length=1, max_length=200)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Baedal payment-gateway simulator")
+    state: dict[str, Any] = {"knobs": Knobs(), "charges": {}, "calls": 0}
+
+    async def behave() -> None:
+        knobs: Knobs = state["knobs"]
+        state["calls"] += 1
+        if knobs.latency_ms:
+            await asyncio.sleep(knobs.latency_ms / 1000)
+        if knobs.down or random.random() < knobs.failure_rate:
+            raise HTTPException(503, "gateway unavailable")
+
+    @app.post("/charges", status_code=201)
+    async def charge(body: Charge) -> dict[str, Any]:
+        await behave()
+        earlier = state["charges"].get(body.idempotency_key)
+        if earlier is None:
+            declined = body.card_token in state["knobs"].declined_tokens
+            earlier = {
+                "charge_id": f"ch_{body.idempotency_key}",
+                "amount": body.amount,
+                "status": "declined" if declined else "approved",
+            }
+            state["charges"][body.idempotency_key] = earlier
+        return dict(earlier)
+
+    @app.post("/refunds")
+    async def refund(body: Refund) -> dict[str, Any]:
+        await behave()
+        charge = state["charges"].get(body.idempotency_key)
+        if charge is None or charge["status"] not in ("approved", "refunded"):
+            raise HTTPException(404, "no approved charge for this key")
+        charge["status"] = "refunded"
+        return dict(charge)
+
+    @app.get("/knobs")
+    async def get_knobs() -> Knobs:
+        knobs: Knobs = state["knobs"]
+        return knobs
+
+    @app.put("/knobs")
+    async def set_knobs(knobs: Knobs) -> Knobs:
+        state["knobs"] = knobs
+        return knobs
+
+    @app.get("/stats")
+    async def stats() -> dict[str, int]:
+        return {"calls": state["calls"], "charges": len(state["charges"])}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
