@@ -11,7 +11,7 @@ from services.delivery.board import SCHEMA as BOARD_SCHEMA
 from services.delivery.board import SqlDeliveryBoard
 from services.delivery.handlers import DeliveryService
 from services.notification.feed import SCHEMA as FEED_SCHEMA
-from services.notification.feed import SqlFeed, WebhookSender
+from services.notification.feed import RecordingWebhookBinding, SqlFeed, WebhookSender
 from services.notification.handlers import NotificationService
 from services.order.handlers import OrderService
 from services.order.views import SCHEMA as ORDER_VIEW_SCHEMA
@@ -56,7 +56,9 @@ class Platform:
         self.restaurant = RestaurantService(SqlStateStore(self.dbs["restaurant"]))
         self.delivery = DeliveryService(SqlStateStore(self.dbs["delivery"]), SqlDeliveryBoard(self.dbs["delivery"]))
         self.notification = NotificationService(
-            SqlStateStore(self.dbs["notification"]), SqlFeed(self.dbs["notification"])
+            SqlStateStore(self.dbs["notification"]),
+            SqlFeed(self.dbs["notification"]),
+            RecordingWebhookBinding(self.dbs["notification"]),
         )
         self.webhook = WebhookSender(self.dbs["notification"], settings.notify_webhook)
         self.dispatcher = Dispatcher(self.dbs, settings, paused)

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import httpx
@@ -48,8 +47,8 @@ class SqlFeed:
     def __init__(self, db: ServiceDb) -> None:
         self._db = db
 
-    async def add(self, notifications: Sequence[Notification], outbound: bool) -> None:
-        """Store (idempotently: the id is derived from the event) and queue for the channel."""
+    async def add(self, notifications: Sequence[Notification]) -> None:
+        """Store, idempotently: the id is derived from the event and the recipient."""
         if not notifications:
             return
         async with self._db.atomic() as tx:
@@ -61,12 +60,6 @@ class SqlFeed:
                     for n in notifications
                 ],
             )
-            if outbound:
-                await tx.executemany(
-                    "INSERT INTO outbound (notification_id, payload, next_at) VALUES (?, ?, ?)"
-                    " ON CONFLICT (notification_id) DO NOTHING",
-                    [(n.id, dumps(asdict(n)), epoch()) for n in notifications],
-                )
 
     async def for_recipient(self, recipient: str, after: int = 0, limit: int = PAGE) -> list[dict[str, Any]]:
         rows = await self._db.fetchall(
@@ -103,6 +96,26 @@ class SqlFeed:
             }
             for r in rows
         ]
+
+
+class RecordingWebhookBinding:
+    """The embedded outbound channel (an :class:`~services.runtime.ports.OutputBinding`): records
+    each message in ``outbound``, in the caller's transaction, for :class:`WebhookSender` to deliver."""
+
+    OPERATIONS = frozenset({"create"})
+
+    def __init__(self, db: ServiceDb) -> None:
+        self._db = db
+
+    async def invoke(self, operation: str, data: dict[str, Any]) -> None:
+        if operation not in self.OPERATIONS:
+            raise ValueError(f"unsupported operation {operation!r}")
+        async with self._db.atomic() as tx:
+            await tx.execute(
+                "INSERT INTO outbound (notification_id, payload, next_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (notification_id) DO NOTHING",
+                (data["id"], dumps(data), epoch()),
+            )
 
 
 def _view(row: tuple[Any, ...]) -> dict[str, Any]:

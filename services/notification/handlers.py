@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 
 from services import topics
 from services.catalog.replica import CatalogReplica
@@ -10,27 +11,31 @@ from services.notification.domain import Notification, for_order_status, for_pai
 from services.notification.feed import SqlFeed
 from services.runtime.clock import now_iso
 from services.runtime.events import Event
-from services.runtime.ports import BatchHandler, Handler, StateStore, Subscription
+from services.runtime.ports import BatchHandler, Handler, OutputBinding, StateStore, Subscription
 
 
 class NotificationService:
-    def __init__(self, store: StateStore, feed: SqlFeed) -> None:
+    def __init__(self, store: StateStore, feed: SqlFeed, channel: OutputBinding) -> None:
         self.feed = feed
+        self.channel = channel  # the customer's message channel (KakaoTalk in the seeds)
         self.restaurants = CatalogReplica(store, "restaurant:")  # who owns what
 
     async def on_order_status(self, events: Sequence[Event]) -> None:
         now = now_iso()
-        await self.feed.add([for_order_status(e.id, e.data["order"], now) for e in events], outbound=True)
+        notes = [for_order_status(e.id, e.data["order"], now) for e in events]
+        await self.feed.add(notes)
+        for note in notes:
+            await self.channel.invoke("create", asdict(note))
 
     async def on_order_paid(self, event: Event) -> None:
         entry = await self.restaurants.live(event.data["restaurant_id"])
         owners = entry["spec"]["owners"] if entry else []
-        await self.feed.add(for_paid_order(event.id, event.data, owners, now_iso()), outbound=False)
+        await self.feed.add(for_paid_order(event.id, event.data, owners, now_iso()))
 
     async def on_delivery_status(self, events: Sequence[Event]) -> None:
         now = now_iso()
         alerts = [for_ready_delivery(e.id, e.data["delivery"], now) for e in events]
-        await self.feed.add([a for a in alerts if isinstance(a, Notification)], outbound=False)
+        await self.feed.add([a for a in alerts if isinstance(a, Notification)])
 
     def subscriptions(self) -> list[tuple[Subscription, Handler]]:
         return [

@@ -63,6 +63,13 @@ class StateStore(Protocol):
         ETag guard fails (then nothing is written)."""
 
 
+class OutputBinding(Protocol):
+    """An outbound integration (a message channel, an external API), invoked by name of operation.
+    In the cluster this is a Dapr output binding; embedded, an adapter of the runtime."""
+
+    async def invoke(self, operation: str, data: dict[str, Any]) -> None: ...
+
+
 Handler = Callable[[Event], Awaitable[None]]
 # A consumer that applies many events at once (projections): it must be idempotent on its own,
 # e.g. a version-guarded upsert, because a batch may repeat an event.
