@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +189,27 @@ class Api:
 
 
 PlatformFactory = Callable[..., Awaitable[Platform]]
+
+
+@pytest.fixture(scope="session")
+def paygate() -> Iterator[str]:
+    """The payment-gateway simulator as a real process (timeouts need a real socket)."""
+    from tests.server import free_port
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "services.paygate", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 @pytest.fixture(params=BACKENDS)

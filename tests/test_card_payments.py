@@ -4,40 +4,18 @@ breaker: approved, declined, too slow, down → fail fast → recovers by itself
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import Api, PlatformFactory, api_for, order_body
-from tests.server import free_port
 
 pytestmark = pytest.mark.slow
 TIMEOUT_S = 0.5
 THRESHOLD = 3
 RECOVERY_S = 1.0
-
-
-@pytest.fixture(scope="module")
-def paygate() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "services.paygate", "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def knobs(url: str, **values: Any) -> None:
