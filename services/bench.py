@@ -8,8 +8,6 @@ settled, then runs the consistency audit. What the figures mean: docs/benchmarks
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import math
 import os
 import secrets
@@ -38,6 +36,7 @@ from services.payment.domain import MAX_TOP_UP
 from services.runtime.auth import SECRET_FILE, Role, TokenIssuer, load_or_create_secret
 from services.runtime.clock import parse_iso
 from services.runtime.db import PostgresDatabase
+from services.runtime.process import spawn_child
 
 RESTAURANTS = 10
 MENU_ITEMS = 10
@@ -51,7 +50,6 @@ CATALOG_TIMEOUT_S = 30.0
 SETTLE_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 15.0
 POLL_S = 0.2
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 Say = Callable[[str], None]
@@ -192,21 +190,13 @@ def _spawn(
         env["BAEDAL_SCHEMA_PREFIX"] = prefix
     else:
         env.pop("BAEDAL_DATABASE_URL", None)  # else the "SQLite" run would silently use PostgreSQL
-    return subprocess.Popen(
+    return spawn_child(
         command,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=log,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
-
-
-def _die_with_parent() -> None:
-    """Runs in the child: SIGTERM it if the bench dies without cleaning up (SIGKILL, SIGTERM)."""
-    # Without prctl the finally blocks still stop it on every orderly exit.
-    with contextlib.suppress(AttributeError, OSError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:

@@ -15,6 +15,7 @@ import httpx
 import typer
 
 from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
+from services.runtime.process import spawn_child
 from services.runtime.settings import Settings
 
 app = typer.Typer(help="Baedal: food-delivery ordering platform.", no_args_is_help=True, add_completion=False)
@@ -92,7 +93,7 @@ def up(
 def _start_simulator(host: str, port: int) -> subprocess.Popen[bytes]:
     """The payment-gateway simulator, a process of its own like the real gateway."""
     typer.echo(f"payment-gateway simulator on http://{host}:{port}")
-    return subprocess.Popen([sys.executable, "-m", "services.paygate", "--host", host, "--port", str(port)])
+    return spawn_child([sys.executable, "-m", "services.paygate", "--host", host, "--port", str(port)])
 
 
 def _serve(uvicorn: Any, asgi_app: Any, host: str, port: int) -> None:

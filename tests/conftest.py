@@ -191,8 +191,15 @@ class Api:
 PlatformFactory = Callable[..., Awaitable[Platform]]
 
 
+@pytest.fixture
+def paygate(paygate_process: str) -> str:
+    """The simulator's URL, its knobs back to healthy defaults for this test."""
+    assert httpx.put(f"{paygate_process}/knobs", json={}, timeout=5).status_code == 200
+    return paygate_process
+
+
 @pytest.fixture(scope="session")
-def paygate() -> Iterator[str]:
+def paygate_process() -> Iterator[str]:
     """The payment-gateway simulator as a real process (timeouts need a real socket)."""
     from tests.server import free_port
 
