@@ -137,10 +137,28 @@ class DeliveryService:
 
     def subscriptions(self) -> list[tuple[Subscription, Handler]]:
         return [
-            (Subscription(topics.ORDER_STATUS_CHANGED, "delivery-on-order-status"), self.on_order_status),
+            (
+                Subscription(
+                    topics.ORDER_STATUS_CHANGED, "delivery-on-order-status", _order_status_in(OPENS_OR_CLOSES)
+                ),
+                self.on_order_status,
+            ),
             (Subscription(topics.CATALOG_UPSERTED, "delivery-catalog-upserted"), self.restaurants.on_upserted),
             (Subscription(topics.CATALOG_DELETED, "delivery-catalog-deleted"), self.restaurants.on_deleted),
         ]
 
     def batch_subscriptions(self) -> list[tuple[Subscription, BatchHandler]]:
-        return [(Subscription(topics.DELIVERY_STATUS_CHANGED, "delivery-board"), self.on_board_changes)]
+        return [(Subscription(topics.DELIVERY_STATUS_CHANGED, "delivery-board", on_the_board), self.on_board_changes)]
+
+
+# What the delivery service reacts to (routing rules: other events are never even queued).
+OPENS_OR_CLOSES = frozenset({"ACCEPTED", "COOKING", "READY", "CANCELLING", "CANCELLED"})
+
+
+def _order_status_in(statuses: frozenset[str]) -> Callable[[dict[str, Any]], bool]:
+    return lambda data: data["order"]["status"] in statuses
+
+
+def on_the_board(data: dict[str, Any]) -> bool:
+    """A WAITING delivery is not for riders yet; every later state matters to the board."""
+    return bool(data["delivery"]["status"] != DeliveryStatus.WAITING)

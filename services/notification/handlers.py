@@ -47,5 +47,12 @@ class NotificationService:
     def batch_subscriptions(self) -> list[tuple[Subscription, BatchHandler]]:
         return [
             (Subscription(topics.ORDER_STATUS_CHANGED, "notify-customers"), self.on_order_status),
-            (Subscription(topics.DELIVERY_STATUS_CHANGED, "notify-riders"), self.on_delivery_status),
+            (
+                Subscription(
+                    topics.DELIVERY_STATUS_CHANGED,
+                    "notify-riders",
+                    lambda data: data["delivery"]["status"] == "AVAILABLE",
+                ),
+                self.on_delivery_status,
+            ),
         ]

@@ -220,7 +220,14 @@ class OrderService:
             (Subscription(topics.TICKET_REJECTED, "order-on-ticket-rejected"), self.on_ticket_rejected),
             (Subscription(topics.TICKET_COOKING_STARTED, "order-on-cooking-started"), self.on_cooking_started),
             (Subscription(topics.TICKET_READY, "order-on-ready"), self.on_ready),
-            (Subscription(topics.DELIVERY_STATUS_CHANGED, "order-on-delivery-progress"), self.on_delivery_progress),
+            (
+                Subscription(
+                    topics.DELIVERY_STATUS_CHANGED,
+                    "order-on-delivery-progress",
+                    lambda data: data["delivery"]["status"] in DELIVERY_TRANSITIONS,
+                ),
+                self.on_delivery_progress,
+            ),
             (Subscription(topics.CATALOG_UPSERTED, "order-menu-upserted"), self.menus.on_upserted),
             (Subscription(topics.CATALOG_DELETED, "order-menu-deleted"), self.menus.on_deleted),
             (Subscription(topics.RESTAURANT_AVAILABILITY, "order-menu-availability"), self.menus.on_availability),

@@ -78,10 +78,12 @@ BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Subscription:
-    """``consumer`` (unique per service) receives every event published on ``topic``."""
+    """``consumer`` (unique per service) receives the events published on ``topic`` whose data
+    ``match`` accepts (all when None): a routing rule, applied before anything is queued."""
 
     topic: str
     consumer: str
+    match: Callable[[dict[str, Any]], bool] | None = None
 
 
 T = TypeVar("T")

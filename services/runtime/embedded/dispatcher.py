@@ -166,7 +166,12 @@ class Dispatcher:
             return 0
         copies: dict[str, list[tuple[str, str, str, str, float]]] = defaultdict(list)
         for _seq, event_id, topic, envelope, deliver_at in rows:
+            data: dict[str, Any] | None = None
             for consumer in self._by_topic.get(topic, ()):
+                if consumer.subscription.match is not None:
+                    data = data if data is not None else loads(envelope).get("data", {})
+                    if not consumer.subscription.match(data):
+                        continue  # not for this consumer: never queued
                 for _ in range(self._copies()):
                     due = deliver_at + self._delay()
                     copies[consumer.service].append((consumer.subscription.consumer, event_id, topic, envelope, due))
