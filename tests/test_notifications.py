@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -113,9 +114,9 @@ class Webhook:
         return web.Response(status=204)
 
 
-@pytest.fixture
-async def webhook_server() -> AsyncIterator[tuple[Webhook, str]]:
-    hook = Webhook(failures=3)
+@asynccontextmanager
+async def serving(hook: Webhook) -> AsyncIterator[str]:
+    """The webhook on a free port of 127.0.0.1; yields its URL."""
     app = web.Application()
     app.router.add_post("/kakao", hook.handle)
     runner = web.AppRunner(app)
@@ -123,8 +124,17 @@ async def webhook_server() -> AsyncIterator[tuple[Webhook, str]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield hook, f"http://127.0.0.1:{port}/kakao"
-    await runner.cleanup()
+    try:
+        yield f"http://127.0.0.1:{port}/kakao"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def webhook_server() -> AsyncIterator[tuple[Webhook, str]]:
+    hook = Webhook(failures=3)
+    async with serving(hook) as url:
+        yield hook, url
 
 
 async def test_a_failing_webhook_is_retried_and_never_blocks_an_order(
@@ -156,16 +166,8 @@ async def test_a_failing_webhook_is_retried_and_never_blocks_an_order(
 
 
 async def test_a_hanging_webhook_does_not_slow_the_saga(make_platform: PlatformFactory) -> None:
-    hook = Webhook(hang=True)
-    app = web.Application()
-    app.router.add_post("/kakao", hook.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        platform = await make_platform(notify_webhook=f"http://127.0.0.1:{port}/kakao")
+    async with serving(Webhook(hang=True)) as url:
+        platform = await make_platform(notify_webhook=url)
         api = api_for(platform)
         await api.settle()
         await api.top_up("uma", 1_000_000)
@@ -175,5 +177,3 @@ async def test_a_hanging_webhook_does_not_slow_the_saga(make_platform: PlatformF
             await api.wait_status(order_id, "ACCEPTED")
         assert time.monotonic() - started < 5
         await until_feed(api, "customer", "uma", 15)  # the feed is not held up either
-    finally:
-        await runner.cleanup()

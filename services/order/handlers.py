@@ -126,19 +126,25 @@ class OrderService:
         record = await self.store.get(order_key(order_id))
         return Order.from_dict(record.value) if record else None
 
-    async def cancel(self, order_id: str) -> Order:
+    async def _command(
+        self, order_id: str, act: Callable[[Order, str], None], follow_up: FollowUp | None = None
+    ) -> Order:
+        """A customer's command on an order; ``act`` raises DomainError when it is not allowed now."""
+
         async def attempt() -> Order:
             record = await self.store.get(order_key(order_id))
             if record is None:
                 raise DomainError("ORDER_NOT_FOUND", f"order {order_id!r} does not exist")
             order = Order.from_dict(record.value)
-            order.request_cancel(now_iso())
-            await self.store.commit(
-                [Put(record.key, order.to_dict(), record.etag)], [status_changed(order), cancel_requested(order)]
-            )
+            act(order, now_iso())
+            events = [status_changed(order), *(follow_up(order) if follow_up else [])]
+            await self.store.commit([Put(record.key, order.to_dict(), record.etag)], events)
             return order
 
         return await retry_on_conflict(attempt)
+
+    async def cancel(self, order_id: str) -> Order:
+        return await self._command(order_id, Order.request_cancel, lambda o: [cancel_requested(o)])
 
     async def menu(self, restaurant_id: str) -> projection.Entry | None:
         return await self.menus.live(restaurant_id)
@@ -194,16 +200,7 @@ class OrderService:
             await self._transition(event.data["delivery"]["order_id"], change)
 
     async def confirm(self, order_id: str) -> Order:
-        async def attempt() -> Order:
-            record = await self.store.get(order_key(order_id))
-            if record is None:
-                raise DomainError("ORDER_NOT_FOUND", f"order {order_id!r} does not exist")
-            order = Order.from_dict(record.value)
-            order.confirm(now_iso())
-            await self.store.commit([Put(record.key, order.to_dict(), record.etag)], [status_changed(order)])
-            return order
-
-        return await retry_on_conflict(attempt)
+        return await self._command(order_id, Order.confirm)
 
     async def on_status_changed(self, events: Sequence[Event]) -> None:
         await self.views.apply([(e.data["order"], int(e.data["version"])) for e in events])
