@@ -17,23 +17,13 @@ from services.audit import audit
 from services.bootstrap import SERVICES
 from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
 from services.runtime.db import PostgresDatabase
-from tests.conftest import EXAMPLES, ORDER_BODY, PG_URL, _require_postgres
+from tests.conftest import BACKENDS, EXAMPLES, ORDER_BODY, PG_URL, _require_postgres
 from tests.server import Server
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=pytest.mark.skipif(
-                not PG_URL, reason="PostgreSQL variant: set BAEDAL_TEST_DATABASE_URL=postgresql://... to run it"
-            ),
-        ),
-    ]
-)
+@pytest.fixture(params=BACKENDS)
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     env = {**os.environ, "BAEDAL_DEMO_MANIFESTS": str(EXAMPLES)}
     prefix = f"crash{uuid.uuid4().hex[:8]}_"

@@ -81,6 +81,14 @@ async def _visible_order(orders: OrderService, principal: Principal, order_id: s
     return order
 
 
+async def _customers_order(orders: OrderService, principal: Principal, order_id: str, verb: str) -> str:
+    """The id of an order the caller may see and, being its customer (or admin), act on."""
+    order = await _visible_order(orders, principal, order_id)
+    if not principal.is_admin and principal.role is not Role.CUSTOMER:
+        raise ApiError(403, "FORBIDDEN", f"only the customer may {verb} an order")
+    return order.id
+
+
 @router.post("/orders", status_code=202, tags=["orders"])
 async def place_order(
     body: PlaceOrderIn,
@@ -138,19 +146,13 @@ async def list_orders(
 @router.post("/orders/{order_id}/cancel", status_code=202, tags=["orders"])
 async def cancel_order(order_id: PathId, principal: CurrentPrincipal, orders: Orders) -> dict[str, Any]:
     """Cancel in PENDING, PAID or ACCEPTED; the refund (if paid) follows, then CANCELLED."""
-    order = await _visible_order(orders, principal, order_id)
-    if not principal.is_admin and principal.role is not Role.CUSTOMER:
-        raise ApiError(403, "FORBIDDEN", "only the customer may cancel an order")
-    return (await orders.cancel(order.id)).view()
+    return (await orders.cancel(await _customers_order(orders, principal, order_id, "cancel"))).view()
 
 
 @router.post("/orders/{order_id}/confirm", status_code=202, tags=["orders"])
 async def confirm_order(order_id: PathId, principal: CurrentPrincipal, orders: Orders) -> dict[str, Any]:
     """The customer confirms receipt: DELIVERED → COMPLETED."""
-    order = await _visible_order(orders, principal, order_id)
-    if not principal.is_admin and principal.role is not Role.CUSTOMER:
-        raise ApiError(403, "FORBIDDEN", "only the customer may confirm an order")
-    return (await orders.confirm(order.id)).view()
+    return (await orders.confirm(await _customers_order(orders, principal, order_id, "confirm"))).view()
 
 
 @router.get("/restaurants", tags=["catalog"])
