@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import cast
 
 from services.catalog.manifest import RestaurantResource, load_manifests
 from services.delivery.board import SCHEMA as BOARD_SCHEMA
@@ -23,6 +25,7 @@ from services.runtime.auth import TokenIssuer, load_or_create_secret
 from services.runtime.db import Database, PostgresDatabase, SqliteDatabase
 from services.runtime.embedded.dispatcher import Dispatcher
 from services.runtime.embedded.storage import ServiceDb, SqlStateStore
+from services.runtime.ports import BatchHandler, Handler, OutputBinding, StateStore, Subscription
 from services.runtime.settings import Settings
 
 log = logging.getLogger("baedal")
@@ -37,6 +40,45 @@ def make_database(settings: Settings, service: str) -> Database:
     return SqliteDatabase(settings.data_dir / f"{service}.db", settings.sqlite_synchronous)
 
 
+AnyService = OrderService | PaymentService | RestaurantService | DeliveryService | NotificationService
+
+
+def build_service(
+    name: str, store: StateStore, db: ServiceDb, gateway: PaymentGateway, channel: OutputBinding
+) -> AnyService:
+    """One service on the given adapters (the same for both runtimes but for the adapters)."""
+    if name == "order":
+        return OrderService(store, SqlOrderViews(db))
+    if name == "payment":
+        return PaymentService(store, gateway)
+    if name == "restaurant":
+        return RestaurantService(store)
+    if name == "delivery":
+        return DeliveryService(store, SqlDeliveryBoard(db))
+    if name == "notification":
+        return NotificationService(store, SqlFeed(db), channel)
+    raise ValueError(f"no service {name!r}; services: {', '.join(SERVICES)}")
+
+
+def wire(
+    service: AnyService,
+    subscribe: Callable[[Subscription, Handler], None],
+    subscribe_batch: Callable[[Subscription, BatchHandler], None],
+) -> None:
+    """Register a service's consumers with a runtime's bus."""
+    for subscription, handler in service.subscriptions():
+        subscribe(subscription, handler)
+    if isinstance(service, OrderService | DeliveryService | NotificationService):
+        for subscription, batch_handler in service.batch_subscriptions():
+            subscribe_batch(subscription, batch_handler)
+
+
+def token_issuer(settings: Settings) -> TokenIssuer:
+    """Tokens signed with the configured secret (the cluster's Secret), else the data dir's."""
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else load_or_create_secret(settings.data_dir)
+    return TokenIssuer(secret, settings.token_ttl_s)
+
+
 class Platform:
     """Every service of Baedal in one process, on the embedded runtime."""
 
@@ -45,43 +87,30 @@ class Platform:
     ) -> None:
         self.settings = settings
         self.dbs = {name: ServiceDb(name, make_database(settings, name)) for name in SERVICES}
-        self.order = OrderService(SqlStateStore(self.dbs["order"]), SqlOrderViews(self.dbs["order"]))
         self.gateway = gateway or HttpPaymentGateway(
             settings.paygate_url,
             timeout_s=settings.paygate_timeout_s,
             failure_threshold=settings.paygate_failure_threshold,
             recovery_timeout_s=settings.paygate_recovery_s,
         )
-        self.payment = PaymentService(SqlStateStore(self.dbs["payment"]), self.gateway)
-        self.restaurant = RestaurantService(SqlStateStore(self.dbs["restaurant"]))
-        self.delivery = DeliveryService(SqlStateStore(self.dbs["delivery"]), SqlDeliveryBoard(self.dbs["delivery"]))
-        self.notification = NotificationService(
-            SqlStateStore(self.dbs["notification"]),
-            SqlFeed(self.dbs["notification"]),
-            RecordingWebhookBinding(self.dbs["notification"]),
-        )
+        built = {
+            name: build_service(name, SqlStateStore(db), db, self.gateway, RecordingWebhookBinding(db))
+            for name, db in self.dbs.items()
+        }
+        self.order = cast(OrderService, built["order"])
+        self.payment = cast(PaymentService, built["payment"])
+        self.restaurant = cast(RestaurantService, built["restaurant"])
+        self.delivery = cast(DeliveryService, built["delivery"])
+        self.notification = cast(NotificationService, built["notification"])
         self.webhook = WebhookSender(self.dbs["notification"], settings.notify_webhook)
         self.dispatcher = Dispatcher(self.dbs, settings, paused)
-        services: dict[str, OrderService | PaymentService | RestaurantService | DeliveryService | NotificationService]
-        services = {
-            "order": self.order,
-            "payment": self.payment,
-            "restaurant": self.restaurant,
-            "delivery": self.delivery,
-            "notification": self.notification,
-        }
-        for name, service in services.items():
-            for subscription, handler in service.subscriptions():
-                self.dispatcher.subscribe(name, subscription, handler)
-        projectors: list[tuple[str, OrderService | DeliveryService | NotificationService]] = [
-            ("order", self.order),
-            ("delivery", self.delivery),
-            ("notification", self.notification),
-        ]
-        for name, projector in projectors:
-            for subscription, batch_handler in projector.batch_subscriptions():
-                self.dispatcher.subscribe_batch(name, subscription, batch_handler)
-        self.tokens = TokenIssuer(load_or_create_secret(settings.data_dir), settings.token_ttl_s)
+        for name, service in built.items():
+            wire(
+                service,
+                partial(self.dispatcher.subscribe, name),
+                partial(self.dispatcher.subscribe_batch, name),
+            )
+        self.tokens = token_issuer(settings)
         self.started = False
 
     async def start(self) -> None:

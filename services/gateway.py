@@ -11,9 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
-from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, FastAPI, Request
 
 from services.bootstrap import Platform
 from services.delivery.api import router as delivery_router
@@ -21,9 +19,9 @@ from services.notification.api import router as notification_router
 from services.order.api import router as order_router
 from services.payment.api import router as payment_router
 from services.restaurant.api import router as restaurant_router
-from services.runtime.api import BodySizeLimit
+from services.runtime.api import BodySizeLimit, probes
 from services.runtime.auth import CurrentPrincipal, require_admin
-from services.runtime.errors import ApiError, install_error_handlers, problem
+from services.runtime.errors import ApiError, install_error_handlers
 
 SERVICE_ROUTERS = {
     "order": order_router,
@@ -73,24 +71,6 @@ ops = APIRouter(tags=["operations"])
 def _platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
-
-
-@ops.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-@ops.get("/readyz")
-async def readyz(request: Request) -> Response:
-    services = await _platform(request).ready()
-    if all(services.values()):
-        return Response(orjson.dumps({"status": "ready", "services": services}), media_type="application/json")
-    return problem(503, "NOT_READY", "some services are not ready", services=services)
-
-
-@ops.get("/metrics")
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 @ops.get("/admin/backlog")
@@ -150,9 +130,12 @@ def create_app(platform: Platform, manage_lifecycle: bool = True) -> FastAPI:
     )
     app.state.platform = platform
     app.state.tokens = platform.tokens
-    install_error_handlers(app, [route for router in (*SERVICE_ROUTERS.values(), ops) for route in router.routes])
+    install_error_handlers(
+        app, [route for router in (*SERVICE_ROUTERS.values(), probes, ops) for route in router.routes]
+    )
     for router in SERVICE_ROUTERS.values():
         app.include_router(router)
+    app.include_router(probes)
     app.include_router(ops)
     app.add_middleware(BodySizeLimit, max_bytes=platform.settings.max_body_bytes)
     return app

@@ -22,3 +22,27 @@ TICKET_COOKING_STARTED = "ticket.cooking-started"
 TICKET_READY = "ticket.ready"
 
 DELIVERY_STATUS_CHANGED = "delivery.status-changed"
+
+# The service that publishes each kind of event (by the topic's first part). Each service's events
+# share one stream, its Dapr outbox topic; subscribers pick theirs by the event type.
+PUBLISHERS = {
+    "order": "order",
+    "payment": "payment",
+    "ticket": "restaurant",
+    "catalog": "restaurant",
+    "restaurant": "restaurant",
+    "delivery": "delivery",
+}
+
+
+def publisher_of(topic: str) -> str:
+    return PUBLISHERS[topic.split(".", 1)[0]]
+
+
+def stream_of(service: str) -> str:
+    """The pub/sub topic (Dapr) that carries every event ``service`` publishes."""
+    return f"{service}-events"
+
+
+def dead_letters_of(service: str) -> str:
+    return f"{service}-dead-letters"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Query
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -67,3 +69,26 @@ class _TooLarge(StarletteHTTPException):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(413, f"request bodies are limited to {max_bytes} bytes")
+
+
+# Liveness, readiness and metrics, the same for the embedded platform and a service on Dapr:
+# ``app.state.platform.ready()`` says per service whether its storage (and sidecar) answer.
+probes = APIRouter(tags=["operations"])
+
+
+@probes.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@probes.get("/readyz")
+async def readyz(request: Request) -> Response:
+    services: dict[str, bool] = await request.app.state.platform.ready()
+    if all(services.values()):
+        return Response(orjson.dumps({"status": "ready", "services": services}), media_type="application/json")
+    return problem(503, "NOT_READY", "some services are not ready", services=services)
+
+
+@probes.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

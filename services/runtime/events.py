@@ -9,9 +9,10 @@ from typing import Any
 
 import orjson
 
-from services.runtime.clock import now_iso
+from services.runtime.clock import iso_at, now_iso, parse_iso
 
 SPEC_VERSION = "1.0"
+DELIVER_AT = "deliverat"
 TYPE_PREFIX = "io.baedal."
 
 
@@ -53,6 +54,8 @@ class OutboundEvent:
         }
         if self.subject is not None:
             envelope["subject"] = self.subject
+        if self.deliver_at is not None:  # a CloudEvents extension: runtimes without timers honour it
+            envelope[DELIVER_AT] = iso_at(self.deliver_at)
         return envelope
 
 
@@ -67,6 +70,7 @@ class Event:
     time: str
     data: dict[str, Any]
     subject: str | None = None
+    deliver_at: float | None = None
 
     @classmethod
     def from_envelope(cls, envelope: dict[str, Any]) -> Event:
@@ -87,6 +91,7 @@ class Event:
             time=str(envelope.get("time", "")),
             data=data,
             subject=envelope.get("subject"),
+            deliver_at=parse_iso(envelope[DELIVER_AT]).timestamp() if envelope.get(DELIVER_AT) else None,
         )
 
 

@@ -86,6 +86,22 @@ class Subscription:
     match: Callable[[dict[str, Any]], bool] | None = None
 
 
+@dataclass(frozen=True)
+class Consumer:
+    """A subscription of ``service`` with its handler: one event at a time, or a batch handler."""
+
+    service: str
+    subscription: Subscription
+    handler: Handler | None = None
+    batch_handler: BatchHandler | None = None
+
+    async def handle(self, event: Event) -> None:
+        if self.handler is not None:
+            await self.handler(event)
+        elif self.batch_handler is not None:
+            await self.batch_handler([event])
+
+
 T = TypeVar("T")
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,9 +26,29 @@ class ChaosSettings(BaseSettings):
         return bool(self.duplicate_rate or self.max_delay_s or self.failure_rate or self.shuffle)
 
 
+class DaprSettings(BaseSettings):
+    """Names of the Dapr components a service uses (components/*.yaml declares them)."""
+
+    model_config = SettingsConfigDict(env_prefix="BAEDAL_DAPR_")
+
+    pubsub: str = "pubsub"
+    # The service's own state store; "{service}" becomes the service name.
+    state_store: str = "{service}-state"
+    notify_binding: str = "notify"
+    paygate_binding: str = "paygate"
+    # How long inbox entries and outbox event keys live in the state store.
+    retention_s: int = Field(7 * 86400, ge=60)
+
+    def store_of(self, service: str) -> str:
+        return self.state_store.format(service=service)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BAEDAL_")
 
+    # embedded: every service in one process (``baedal up``); dapr: one service per process, each
+    # behind its own Dapr sidecar (``uvicorn services.<name>.app:app``).
+    runtime: Literal["embedded", "dapr"] = "embedded"
     data_dir: Path = Path(".baedal")
     database_url: str | None = None
     host: str = "127.0.0.1"
@@ -53,4 +74,7 @@ class Settings(BaseSettings):
     paygate_failure_threshold: int = Field(5, ge=1)
     paygate_recovery_s: float = Field(5.0, gt=0)
     token_ttl_s: int = 12 * 3600
+    # The token signing secret (a Kubernetes Secret in the cluster); else one per data dir.
+    jwt_secret: SecretStr | None = None
     chaos: ChaosSettings = Field(default_factory=lambda: ChaosSettings())
+    dapr: DaprSettings = Field(default_factory=lambda: DaprSettings())

@@ -24,17 +24,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 
 from services.runtime.clock import epoch
 from services.runtime.embedded.storage import ServiceDb
 from services.runtime.events import Event, loads
-from services.runtime.ports import BatchHandler, DropEvent, Handler, Subscription
+from services.runtime.metrics import HANDLED
+from services.runtime.ports import BatchHandler, Consumer, DropEvent, Handler, Subscription
 from services.runtime.settings import ChaosSettings, Settings
 
 log = logging.getLogger("baedal.dispatcher")
 
-HANDLED = Counter("baedal_events_handled_total", "Events handled", ["service", "consumer", "outcome"])
 DELIVERY_LAG = Histogram(
     "baedal_delivery_lag_seconds",
     "Time from an event being due to its handler committing",
@@ -47,20 +47,6 @@ RELAY_BATCH = 1000
 
 class ChaosFailure(Exception):
     """A transient handler failure injected by the chaos settings."""
-
-
-@dataclass(frozen=True)
-class Consumer:
-    service: str
-    subscription: Subscription
-    handler: Handler | None = None
-    batch_handler: BatchHandler | None = None
-
-    async def handle(self, event: Event) -> None:
-        if self.handler is not None:
-            await self.handler(event)
-        elif self.batch_handler is not None:
-            await self.batch_handler([event])
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,11 @@ class ServiceDb:
 _KEY_END = "\U0010ffff"
 
 
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """Bounds for ``key >= lo AND key < hi``: every key that starts with ``prefix``."""
+    return prefix, prefix + _KEY_END
+
+
 class SqlStateStore:
     """:class:`services.runtime.ports.StateStore` on a service's SQL database."""
 
@@ -103,7 +108,7 @@ class SqlStateStore:
     async def scan(self, prefix: str) -> list[Record]:
         rows = await self._db.fetchall(
             "SELECT key, value, etag FROM state WHERE key >= ? AND key < ? ORDER BY key",
-            (prefix, prefix + _KEY_END),
+            prefix_range(prefix),
         )
         return [Record(k, loads(v), str(e)) for k, v, e in rows]
 
