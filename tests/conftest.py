@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+
+# gRPC's fork handlers (the fake Dapr sidecar runs gRPC in this process) can break a child started
+# by fork(); the tests' children exec at once and need none of them.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import subprocess
 import sys
 import time

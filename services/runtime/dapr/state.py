@@ -33,7 +33,7 @@ from services.runtime.dapr.sidecar import Sidecar
 from services.runtime.embedded.storage import ServiceDb, prefix_range
 from services.runtime.events import OutboundEvent, dumps, loads
 from services.runtime.ports import ConcurrencyConflict, Delete, Put, Record, Write
-from services.topics import publisher_of
+from services.topics import PUBLISHERS, publisher_of
 
 DIRECTORY_SCHEMA = ["CREATE TABLE IF NOT EXISTS state_keys (key TEXT PRIMARY KEY)"]
 PROJECTION = {"outbox.projection": "true", "contentType": "application/json"}
@@ -96,13 +96,18 @@ def is_conflict(exc: Exception) -> bool:
 
 
 def outbox_operations(
-    writes: Sequence[Write], events: Sequence[OutboundEvent], inbox: StateOp | None, event_ttl_s: int
+    writes: Sequence[Write], events: Sequence[OutboundEvent], inbox: StateOp | None, event_ttl_s: int, outbox: bool
 ) -> list[StateOp]:
-    """The transaction's operations: the writes (each guarded), the inbox entry, and one outbox
-    message per upserted key, carrying the events."""
+    """The transaction's operations: the writes (each guarded), the inbox entry, and, when the
+    store has an outbox, one message per upserted key, carrying the events. (Without an outbox
+    daprd would *store* a projection, overwriting the record: so none is sent.)"""
     ops = [_guarded(write) for write in writes]
     if inbox is not None:
         ops.append(inbox)
+    if not outbox:
+        if events:
+            raise ValueError("this state store has no outbox: it cannot publish events")
+        return ops
     pending = [event.envelope() for event in events]
     for op in [op for op in ops if op.value is not None]:
         message = pending.pop(0) if pending else NO_EVENT
@@ -126,6 +131,7 @@ class DaprStateStore:
     ) -> None:
         self._sidecar = sidecar
         self._service = service
+        self._outbox = service in set(PUBLISHERS.values())  # components/state-<service>.yaml agrees
         self._store = store_name
         self._directory = directory
         self._retention_s = retention_s
@@ -158,7 +164,7 @@ class DaprStateStore:
             )
         try:
             await self._sidecar.client.execute_guarded_transaction(
-                self._store, outbox_operations(writes, events, inbox, self._retention_s)
+                self._store, outbox_operations(writes, events, inbox, self._retention_s, self._outbox)
             )
         except (DaprGrpcError, DaprInternalError) as exc:
             if not is_conflict(exc):
