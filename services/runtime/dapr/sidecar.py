@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from dapr.clients import BulkPublishEntry
 from dapr.clients.exceptions import DaprGrpcError
 from dapr.clients.health import DaprHealth
 
 from services.payment.gateway import GatewayUnavailable, GuardedGateway
 from services.runtime.dapr.client import GuardedDaprClient
-from services.runtime.events import dumps, loads
+from services.runtime.events import OutboundEvent, dumps, loads
+from services.topics import publisher_of, stream_of
+
+CLOUDEVENTS_JSON = "application/cloudevents+json"
 
 
 class Sidecar:
@@ -86,3 +92,40 @@ class DaprPaymentGateway(GuardedGateway):
             raise GatewayUnavailable(f"binding {self._binding}: {exc}") from exc
         result: dict[str, Any] = loads(response.data)
         return result
+
+
+class DaprPublisher:
+    """Baedal events straight onto pub/sub, for publishers with no state store (and so no outbox)
+    of their own, such as the Restaurant operator. Each event goes to the stream of the service
+    that owns its kind, as a CloudEvent of ours (daprd does not wrap it again)."""
+
+    def __init__(self, sidecar: Sidecar, pubsub: str) -> None:
+        self._sidecar = sidecar
+        self._pubsub = pubsub
+
+    async def publish(self, event: OutboundEvent) -> None:
+        await self._sidecar.client.publish_event(
+            self._pubsub,
+            stream_of(publisher_of(event.topic)),
+            dumps(event.envelope()),
+            data_content_type=CLOUDEVENTS_JSON,
+        )
+
+    async def publish_all(self, events: Sequence[OutboundEvent]) -> None:
+        """One bulk request per stream; raises if any entry failed (publishing again is safe:
+        consumers deduplicate on the event id)."""
+        by_stream: dict[str, list[OutboundEvent]] = defaultdict(list)
+        for event in events:
+            by_stream[stream_of(publisher_of(event.topic))].append(event)
+        for stream, batch in by_stream.items():
+            response = await self._sidecar.client.publish_events(
+                self._pubsub,
+                stream,
+                [
+                    BulkPublishEntry(entry_id=e.id, event=dumps(e.envelope()), content_type=CLOUDEVENTS_JSON)
+                    for e in batch
+                ],
+            )
+            if response.failed_entries:
+                failed = ", ".join(f"{f.entry_id}: {f.error}" for f in response.failed_entries)
+                raise RuntimeError(f"bulk publish to {stream} failed for {failed}")
