@@ -7,6 +7,7 @@ tells the gateway Deployment which service to forward each request to (two servi
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -64,6 +65,19 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/notifications/stream", "notification"),
     ("GET", "/admin/notifications/outbound", "notification"),
 ]
+
+_PATTERNS = [
+    (method, re.compile("^" + re.sub(r"\{[^/}]+\}", "[^/]+", path) + "$"), service) for method, path, service in ROUTES
+]
+
+
+def service_for(method: str, path: str) -> str | None:
+    """The service that answers ``method path``, by the routing table (None: no such route)."""
+    for route_method, pattern, service in _PATTERNS:
+        if route_method == method and pattern.match(path):
+            return service
+    return None
+
 
 ops = APIRouter(tags=["operations"])
 

@@ -1,10 +1,10 @@
 """Services on the Dapr runtime as real processes (``uvicorn services.<name>.app:app``), each with
-its own fake sidecar, and an HTTP client that reaches them through Dapr service invocation."""
+its own fake sidecar, and the Dapr gateway in front of them (``services.gateway_dapr``), which
+reaches them through Dapr service invocation."""
 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -15,42 +15,10 @@ from typing import Any
 
 import httpx
 
-from services.gateway import ROUTES
 from services.runtime.auth import TokenIssuer
 from services.runtime.process import spawn_child
 from tests.fake_dapr import FakeDapr
 from tests.server import free_port
-
-ROUTE_PATTERNS = [
-    (method, re.compile("^" + re.sub(r"\{[^/}]+\}", "[^/]+", path) + "$"), service) for method, path, service in ROUTES
-]
-
-
-def service_for(method: str, path: str) -> str:
-    for route_method, pattern, service in ROUTE_PATTERNS:
-        if route_method == method and pattern.match(path):
-            return service
-    raise AssertionError(f"no route for {method} {path}")
-
-
-class InvokeTransport(httpx.AsyncBaseTransport):
-    """Sends each request to its service (the gateway's routing table) through a sidecar's
-    ``/v1.0/invoke/<app-id>/method/<path>``, as the gateway does in the cluster."""
-
-    def __init__(self, sidecar_http_port: int) -> None:
-        self._port = sidecar_http_port
-        self._inner = httpx.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        service = service_for(request.method, request.url.path)
-        url = request.url.copy_with(
-            scheme="http", host="127.0.0.1", port=self._port, path=f"/v1.0/invoke/{service}/method{request.url.path}"
-        )
-        forwarded = httpx.Request(request.method, url, headers=request.headers, content=await request.aread())
-        return await self._inner.handle_async_request(forwarded)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class DaprCluster:
@@ -67,7 +35,7 @@ class DaprCluster:
         self.secret = secrets.token_urlsafe(32)
         self.tokens = TokenIssuer(self.secret)
         self.fake = FakeDapr(binding_urls=binding_urls, **fake_options)
-        self.ports = {name: free_port() for name in self.services}
+        self.ports = {name: free_port() for name in [*self.services, "gateway"]}
         self.env = env or {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -75,12 +43,12 @@ class DaprCluster:
         return f"http://127.0.0.1:{self.ports[service]}"
 
     def start(self) -> DaprCluster:
-        for name in self.services:
+        for name in self.ports:
             self.fake.add_app(name, self.ports[name])
-        for name in self.services:  # before the fake's gRPC threads exist: fork() and gRPC do not mix
+        for name in self.ports:  # before the fake's gRPC threads exist: fork() and gRPC do not mix
             self.processes[name] = self._spawn(name)
         self.fake.start()
-        for name in self.services:
+        for name in self.ports:
             self.wait_ready(name)
         return self
 
@@ -93,7 +61,8 @@ class DaprCluster:
             "BAEDAL_JWT_SECRET": self.secret,
             **self.env,
         }
-        command = [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", "127.0.0.1"]
+        module = "services.gateway_dapr:app" if name == "gateway" else f"services.{name}.app:app"
+        command = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1"]
         command += ["--port", str(self.ports[name]), "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
         log = (self.data_dir / f"{name}.log").open("ab")
         return spawn_child(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -116,8 +85,8 @@ class DaprCluster:
         return path.read_text()[-3000:] if path.exists() else ""
 
     def client(self) -> httpx.AsyncClient:
-        port = self.fake.sidecars[self.services[0]].http_port
-        return httpx.AsyncClient(transport=InvokeTransport(port), base_url="http://baedal", timeout=30)
+        """A client of the whole platform, through the gateway."""
+        return httpx.AsyncClient(base_url=self.url("gateway"), timeout=30)
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -182,3 +182,12 @@ def test_the_data_stays_where_it_belongs(cluster: DaprCluster) -> None:
         data = event.get("data")
         if isinstance(data, dict) and "type" not in data:
             assert data == {"baedal": "no-event"}, (topic, data)
+
+
+async def test_the_gateway_routes_by_the_table_and_answers_problems(api: DaprApi) -> None:
+    catalog = await api.client.get("/restaurants")
+    assert catalog.status_code == 200 and "seoul-chicken" in {r["id"] for r in catalog.json()}
+    missing = await api.client.get("/no-such-route")
+    assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
+    unauthenticated = await api.client.get("/orders")
+    assert unauthenticated.status_code == 401, "the service's own answer comes back through Dapr"
