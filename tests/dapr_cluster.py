@@ -88,13 +88,17 @@ class DaprCluster:
         """A client of the whole platform, through the gateway."""
         return httpx.AsyncClient(base_url=self.url("gateway"), timeout=30)
 
-    def stop(self) -> None:
+    def stop(self) -> dict[str, int]:
+        """SIGTERM every process (a graceful shutdown), then stop the sidecars; the exit codes."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
-        for process in self.processes.values():
+        codes: dict[str, int] = {}
+        for name, process in self.processes.items():
             try:
-                process.wait(15)
+                codes[name] = process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+                codes[name] = process.wait(5)
         self.fake.stop()
+        return codes

@@ -120,3 +120,16 @@ def test_the_multi_app_run_file_starts_every_service_on_its_own_app_module() -> 
         assert f"services.{name}.app:app" in app["command"]
         assert str(app["appPort"]) in app["command"]
         assert (ROOT / "services" / name / "app.py").exists()
+
+
+def test_a_service_app_runs_only_on_the_dapr_runtime(tmp_path: Path) -> None:
+    from services.dapr_host import create_service_app
+
+    with pytest.raises(RuntimeError, match="BAEDAL_RUNTIME=dapr"):
+        create_service_app("order", Settings(data_dir=tmp_path))
+    with pytest.raises(ValueError, match="no service 'kitchen'"):
+        create_service_app("kitchen", Settings(runtime="dapr", data_dir=tmp_path, jwt_secret="x"))
+    app = create_service_app("payment", Settings(runtime="dapr", data_dir=tmp_path, jwt_secret="x"))
+    paths = set(app.openapi()["paths"])
+    assert {"/wallets/{customer_id}/top-ups", "/readyz", "/dapr/subscribe", "/events/order-events"} <= paths
+    assert "/orders" not in paths, "one service per process"

@@ -17,6 +17,7 @@ from services.audit import audit
 from services.bootstrap import SERVICES
 from tests.conftest import EXAMPLES, Api, order_body
 from tests.dapr_cluster import DaprCluster
+from tests.test_dapr_subscriptions import GRACEFUL
 from tests.test_lifecycle import cooked, on_board
 from tests.test_notifications import Webhook, serving
 
@@ -87,7 +88,8 @@ def cluster(
     try:
         yield cluster
     finally:
-        cluster.stop()
+        codes = cluster.stop()
+    assert all(code in GRACEFUL for code in codes.values()), f"every process stops cleanly on SIGTERM: {codes}"
 
 
 @pytest.fixture

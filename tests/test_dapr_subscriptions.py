@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,8 @@ from services.topics import dead_letters_of
 from tests.dapr_cluster import DaprCluster
 
 pytestmark = pytest.mark.slow
+# uvicorn re-raises SIGTERM after its graceful shutdown, so a clean stop exits 0 or -SIGTERM.
+GRACEFUL = (0, -signal.SIGTERM)
 CLOUDEVENTS = {"Content-Type": "application/cloudevents+json"}
 
 
@@ -179,3 +183,32 @@ async def test_through_the_broker_a_poison_message_lands_in_each_subscribers_dea
     assert all(letter.reason == "dropped by the app" for letter in letters)
     dead_topics = {topic for _, topic, _ in cluster.fake.published if topic.endswith("-dead-letters")}
     assert dead_topics >= {dead_letters_of(s) for s in subscribers}
+
+
+async def test_sigterm_lets_an_in_flight_delivery_finish(tmp_path: Path, paygate: str) -> None:
+    """A delivery in progress when the pod is told to stop completes (the card is charged and the
+    answer is SUCCESS), then the process exits cleanly."""
+    async with httpx.AsyncClient() as client:
+        (await client.put(f"{paygate}/knobs", json={"latency_ms": 700})).raise_for_status()
+    cluster = DaprCluster(
+        tmp_path, ["payment"], binding_urls={"paygate": paygate}, env={"BAEDAL_PAYGATE_TIMEOUT_S": "5"}
+    )
+    cluster.start()
+    try:
+        event = order_placed("sub-drain-1", "sub-drain", 9_000)
+        event = OutboundEvent(
+            topic=event.topic,
+            source=event.source,
+            data={**event.data, "payment": {"method": "card", "card_token": "tok_visa"}},
+        )
+        delivery = asyncio.create_task(
+            deliver(cluster, "payment", "order-events", outbox_message(event, "order-events"))
+        )
+        await asyncio.sleep(0.3)  # the charge is under way at the gateway
+        cluster.processes["payment"].terminate()
+        assert await delivery == "SUCCESS"
+    finally:
+        codes = cluster.stop()
+    assert codes["payment"] in GRACEFUL
+    payments = [item for key, item in cluster.fake.stores["payment-state"].items() if key == "payment:sub-drain-1"]
+    assert payments and orjson.loads(payments[0].value)["status"] == "COMPLETED"
