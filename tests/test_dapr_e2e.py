@@ -83,6 +83,8 @@ def cluster(
         SERVICES,
         binding_urls={"paygate": paygate_process, "notify": webhook[1]},
         outbox_delay_s=(0.0, 0.2),  # late and out of order, like daprd's outbox
+        duplicate_rate=0.2,  # at least once: a fifth of the deliveries come twice
+        max_attempts=100_000,  # resiliency's `deliveries` policy retries without end (timers wait)
     )
     cluster.start()
     try:
