@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 
 from services.cli import app
 from tests.conftest import EXAMPLES
-from tests.server import Server
+from tests.server import Server, clean_env, running
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -24,13 +23,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("cli")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BAEDAL_")}
-    server = Server(base / "data", env | {"BAEDAL_DEMO_MANIFESTS": str(EXAMPLES)})
-    server.start()
-    try:
+    with running(Server(base / "data", clean_env(BAEDAL_DEMO_MANIFESTS=str(EXAMPLES)))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def baedal(server: Server, *args: str) -> tuple[int, str]:

@@ -1,0 +1,95 @@
+"""The publish port of the operator, and its adapters, chosen by configuration.
+
+A :class:`CatalogPublisher` takes one catalog event and returns once the platform has it durably,
+or raises :class:`PublishError`. The embedded adapter posts it to a running ``baedal up``
+(``POST /admin/catalog/events``, which commits it through the restaurant service's outbox). A
+cluster adapter (Dapr pub/sub to the catalog topics) plugs in by adding a factory to
+:data:`ADAPTERS` under its runtime name; the handlers never know which one runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import httpx
+
+from services.restaurant_operator.config import OperatorConfig
+from services.runtime.auth import SECRET_FILE, Role, TokenIssuer
+from services.runtime.events import OutboundEvent
+
+EVENTS_PATH = "/admin/catalog/events"
+TOKEN_SUBJECT = "restaurant-operator"
+TOKEN_TTL_S = 300
+
+
+class PublishError(Exception):
+    """The platform did not take the event (yet): retry later."""
+
+
+class PublishRejected(PublishError):
+    """The platform refused the event: sending it again cannot help."""
+
+
+class CatalogPublisher(Protocol):
+    async def publish(self, event: OutboundEvent) -> None: ...
+
+
+class EmbeddedCatalogPublisher:
+    """Sends catalog events to a running embedded platform over HTTP."""
+
+    def __init__(self, url: str, token: Callable[[], str], timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self._token = token
+        self._timeout_s = timeout_s
+
+    async def publish(self, event: OutboundEvent) -> None:
+        # A client per event: publishes are rare, and the operator's handlers may run in any loop.
+        try:
+            async with httpx.AsyncClient(base_url=self.url, timeout=self._timeout_s) as client:
+                response = await client.post(
+                    EVENTS_PATH, json=event.envelope(), headers={"Authorization": f"Bearer {self._token()}"}
+                )
+        except httpx.HTTPError as exc:
+            raise PublishError(f"platform at {self.url} unreachable: {type(exc).__name__}: {exc}") from exc
+        if response.is_success:
+            return
+        detail = _detail(response)
+        if response.status_code == 422:
+            raise PublishRejected(detail)
+        raise PublishError(f"platform at {self.url} answered {response.status_code}: {detail}")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail") or response.text)
+    except ValueError:
+        return response.text[:200]
+
+
+def admin_token(config: OperatorConfig) -> Callable[[], str]:
+    """The configured token, or short-lived admin tokens signed with the platform's data dir secret."""
+    if config.token:
+        token = config.token
+        return lambda: token
+    secret_file = config.data_dir / SECRET_FILE
+    if not secret_file.exists():
+        raise ValueError(f"no signing secret in {config.data_dir}: give the platform's data dir or a token")
+    issuer = TokenIssuer(secret_file.read_text().strip())
+    return lambda: issuer.issue(Role.ADMIN, TOKEN_SUBJECT, TOKEN_TTL_S)
+
+
+def embedded_publisher(config: OperatorConfig) -> CatalogPublisher:
+    return EmbeddedCatalogPublisher(config.url, admin_token(config), config.request_timeout_s)
+
+
+ADAPTERS: dict[str, Callable[[OperatorConfig], CatalogPublisher]] = {"embedded": embedded_publisher}
+
+
+def make_publisher(config: OperatorConfig) -> CatalogPublisher:
+    try:
+        factory = ADAPTERS[config.runtime]
+    except KeyError:
+        known = ", ".join(ADAPTERS)
+        raise ValueError(f"no catalog publisher for runtime {config.runtime!r} (known: {known})") from None
+    return factory(config)
