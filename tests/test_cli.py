@@ -80,3 +80,16 @@ def test_token_is_accepted_by_the_running_platform(server: Server) -> None:
     token = result.output.strip()
     wallet = httpx.get(f"{server.url}/wallets/cli-customer", headers={"Authorization": f"Bearer {token}"})
     assert wallet.status_code == 200 and wallet.json() == {"customer_id": "cli-customer", "balance": 0}
+
+
+@pytest.mark.parametrize(
+    ("runtime", "secret", "message"),
+    [("embedded", False, "no signing secret"), ("carrier-pigeon", True, "no catalog publisher for runtime")],
+)
+def test_operator_refuses_a_configuration_it_cannot_publish_with(
+    tmp_path: Path, runtime: str, secret: bool, message: str
+) -> None:
+    if secret:
+        (tmp_path / "jwt-secret").write_text("s" * 64)
+    result = runner.invoke(app, ["operator", "--data-dir", str(tmp_path)], env={"BAEDAL_RUNTIME": runtime})
+    assert result.exit_code == 2 and message in result.output, result.output

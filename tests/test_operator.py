@@ -13,12 +13,16 @@ import copy
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import kmock
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.catalog.manifest import RestaurantResource, load_manifests
@@ -399,3 +403,69 @@ async def test_duplicate_menu_ids_are_reported_and_nothing_is_published(
     await kubectl.patch("k8s-twice", {"spec": {"menu": fixed}})
     await kubectl.wait_synced("k8s-twice", "True", "Published")
     await platform.wait_menu("k8s-twice", lambda m: m is not None and len(m["items"]) == 2, "both dumplings")
+
+
+def _kubeconfig(path: Path, server: str) -> Path:
+    """What ``kind`` or a cloud CLI leaves behind, pointing at the emulator."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+        "users": [{"name": "tester", "user": {"token": "not-checked"}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}],
+        "current-context": "emulator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _launch(how: str, server: Server, liveness: str) -> tuple[list[str], dict[str, str]]:
+    if how == "baedal operator":
+        args = ["operator", "-n", NAMESPACE, "--url", server.url, "--data-dir", str(server.data_dir)]
+        return [sys.executable, "-m", "services", *args, "--liveness", liveness], {}
+    kopf = ["run", "-m", "services.restaurant_operator.handlers", "--standalone", "-n", NAMESPACE, "-L", liveness]
+    env = {"BAEDAL_OPERATOR_URL": server.url, "BAEDAL_DATA_DIR": str(server.data_dir)}
+    return [sys.executable, "-m", "kopf", *kopf], env
+
+
+def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as output:
+        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.terminate()  # kopf stops gracefully on SIGTERM
+    try:
+        return process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+        raise
+
+
+@pytest.mark.parametrize("how", ["baedal operator", "kopf run"])
+async def test_the_operator_runs_as_documented(
+    how: str, cluster: KubeEmulator, kubectl: Kubectl, platform: Platform, server: Server, tmp_path: Path
+) -> None:
+    """``baedal operator`` and ``kopf run`` as processes, logged in by a kubeconfig file."""
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    command, settings = _launch(how, server, liveness)
+    env = clean_env(KUBECONFIG=str(_kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))), **settings)
+    opened = cluster.watches_opened[crd.PLURAL]
+    process = _spawn(command, env, tmp_path / "operator.log")
+    try:
+
+        async def watching() -> bool:
+            assert process.poll() is None, (tmp_path / "operator.log").read_text()
+            return cluster.watches_opened[crd.PLURAL] > opened
+
+        await eventually(watching, WAIT_S, f"{how} watching Restaurants")
+        name = f"k8s-{how.split()[0]}"
+        await kubectl.create(restaurant(name))
+        await kubectl.wait_synced(name)
+        await platform.wait_menu(name, lambda menu: menu is not None, "on the menu")
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(liveness)).status_code == 200
+    finally:
+        exit_code = await asyncio.to_thread(_stop, process)
+    assert exit_code == 0, (tmp_path / "operator.log").read_text()

@@ -12,6 +12,7 @@ the environment, see :class:`~services.restaurant_operator.config.OperatorConfig
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -145,3 +146,16 @@ async def _publish(
 def _report(body: kopf.Body, status: Status, patch: kopf.Patch, generation: int, reason: str, message: str) -> None:
     patch.status.update(not_synced(status, generation, reason, message, now()))
     kopf.warn(body, reason=reason, message=message)
+
+
+def run(config: OperatorConfig, namespaces: list[str], liveness: str | None = None) -> None:
+    """``baedal operator``: these handlers, in this process, for the given namespaces (or all)."""
+    context = OperatorContext(config, make_publisher(config))
+    operator = kopf.operator(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True,  # one replica; kopf's peering would need its own CRDs
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(context=context),
+    )
+    asyncio.run(operator)
