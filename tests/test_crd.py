@@ -10,12 +10,14 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 from jsonschema.protocols import Validator
 from pydantic import ValidationError
 
 from services.catalog.manifest import RestaurantResource, load_manifests
 from services.restaurant_operator import crd
 from services.restaurant_operator.status import not_synced, published
+from services.runtime.settings import REPO_ROOT
 from tests.conftest import EXAMPLES
 from tests.manifests import BAD_MANIFESTS, manifest
 
@@ -72,6 +74,15 @@ def test_the_crd_is_a_valid_kubernetes_object() -> None:
     version = crd.served_version(definition)
     assert version["served"] and version["storage"] and version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Open", "Items", "Synced", "Reason", "Age"]
+
+
+def test_the_operator_rbac_is_valid() -> None:
+    documents = list(yaml.safe_load_all((REPO_ROOT / "operator" / "rbac.yaml").read_text()))
+    assert [d["kind"] for d in documents] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    granted = {(r, v) for rule in documents[1]["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert {("restaurants", "watch"), ("restaurants", "patch"), ("restaurants/status", "patch")} <= granted
 
 
 def test_kubernetes_validate_catches_a_broken_crd() -> None:

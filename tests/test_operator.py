@@ -386,6 +386,27 @@ async def _has_event(kubectl: Kubectl, name: str, reason: str) -> bool:
     return reason in kubectl.event_reasons(name)
 
 
+async def test_a_resync_publishes_the_same_event_again_which_the_platform_drops(
+    operator: OperatorThread, kubectl: Kubectl, platform: Platform, publisher: RecordingPublisher
+) -> None:
+    """``kubectl annotate rst NAME baedal.io/resync=...``: same generation, same event id."""
+    await kubectl.create(restaurant("k8s-resync"))
+    await kubectl.wait_synced("k8s-resync")
+    await platform.settle()
+    duplicates = await platform.handled("order-menu-upserted", "duplicate")
+
+    await kubectl.patch("k8s-resync", {"metadata": {"annotations": {"baedal.io/resync": "1"}}})
+    await eventually(lambda: _published_times(publisher, "k8s-resync", 2), WAIT_S, "the resync published")
+    first, again = publisher.about("k8s-resync")
+    assert (again.id, again.data) == (first.id, first.data)
+    await platform.settle()
+    assert await platform.handled("order-menu-upserted", "duplicate") == duplicates + 1
+
+
+async def _published_times(publisher: RecordingPublisher, name: str, times: int) -> bool:
+    return len(publisher.about(name)) == times
+
+
 async def test_duplicate_menu_ids_are_reported_and_nothing_is_published(
     operator: OperatorThread, kubectl: Kubectl, platform: Platform, publisher: RecordingPublisher
 ) -> None:

@@ -29,6 +29,8 @@ from services.restaurant_operator.status import Status, is_synced, not_synced, n
 
 SOURCE = "restaurant-operator"
 FINALIZER = f"{crd.GROUP}/catalog-removal"
+# kopf ignores annotations under its storage prefix: a prefix of its own leaves baedal.io/* to users.
+KOPF_PREFIX = f"operator.{crd.GROUP}"
 RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
 
 
@@ -46,9 +48,9 @@ class OperatorContext:
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf's own bookkeeping in our annotations; not in status, which the CRD schema would prune.
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=crd.GROUP)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=crd.GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.reporting_component = SOURCE
     # The CRD is installed before the operator: no need to watch CRDs (nor RBAC to list them).
