@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 
-def manifest(**spec_changes: Any) -> dict[str, Any]:
+def manifest(name: str = "new-place", **spec_changes: Any) -> dict[str, Any]:
     """A valid Restaurant manifest for a new restaurant, with spec fields replaced/removed (None)."""
     spec: dict[str, Any] = {
         "displayName": "새가게",
@@ -25,13 +25,7 @@ def manifest(**spec_changes: Any) -> dict[str, Any]:
             spec.pop(key)
         else:
             spec[key] = value
-    return {"apiVersion": "baedal.io/v1", "kind": "Restaurant", "metadata": {"name": "new-place"}, "spec": spec}
-
-
-def renamed(name: str) -> dict[str, Any]:
-    document = manifest()
-    document["metadata"]["name"] = name
-    return document
+    return {"apiVersion": "baedal.io/v1", "kind": "Restaurant", "metadata": {"name": name}, "spec": spec}
 
 
 BAD_MANIFESTS = [
@@ -56,9 +50,9 @@ BAD_MANIFESTS = [
     pytest.param(manifest(owners=[f"owner-{i}" for i in range(21)]), id="too-many-owners"),
     pytest.param(manifest(displayName=None), id="missing-display-name"),
     pytest.param(manifest(menuu=[]), id="unknown-spec-field"),
-    pytest.param(renamed("New_Place"), id="bad-id-uppercase-underscore"),
-    pytest.param(renamed(""), id="bad-id-empty"),
-    pytest.param(renamed("x" * 64), id="bad-id-too-long"),
+    pytest.param(manifest("New_Place"), id="bad-id-uppercase-underscore"),
+    pytest.param(manifest(""), id="bad-id-empty"),
+    pytest.param(manifest("x" * 64), id="bad-id-too-long"),
     pytest.param({**manifest(), "kind": "Pizzeria"}, id="wrong-kind"),
     pytest.param({**manifest(), "apiVersion": "baedal.io/v2"}, id="wrong-api-version"),
     pytest.param(

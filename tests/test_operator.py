@@ -223,12 +223,6 @@ def example(name: str, as_name: str) -> dict[str, Any]:
     return document
 
 
-def restaurant(name: str, **spec: Any) -> dict[str, Any]:
-    document = manifest(**spec)
-    document["metadata"]["name"] = name
-    return document
-
-
 def printer_columns(obj: dict[str, Any]) -> dict[str, Any]:
     """What ``kubectl get rst`` shows: the CRD's printer columns evaluated on the object."""
     columns = crd.served_version(crd.load_crd())["additionalPrinterColumns"]
@@ -279,7 +273,7 @@ async def test_a_restaurant_applied_is_on_the_menu_and_reported_synced(
 async def test_a_price_change_reaches_the_read_store_and_a_stale_event_cannot_undo_it(
     operator: OperatorThread, kubectl: Kubectl, platform: Platform, publisher: RecordingPublisher
 ) -> None:
-    document = restaurant("k8s-noodles")
+    document = manifest("k8s-noodles")
     await kubectl.create(document)
     first = await kubectl.wait_synced("k8s-noodles")
 
@@ -302,7 +296,7 @@ async def test_a_price_change_reaches_the_read_store_and_a_stale_event_cannot_un
 async def test_a_deleted_restaurant_leaves_the_catalog_before_the_resource_goes(
     operator: OperatorThread, kubectl: Kubectl, cluster: KubeEmulator, platform: Platform, publisher: RecordingPublisher
 ) -> None:
-    await kubectl.create(restaurant("k8s-gone"))
+    await kubectl.create(manifest("k8s-gone"))
     obj = await kubectl.wait_synced("k8s-gone")
     await platform.wait_menu("k8s-gone", lambda menu: menu is not None, "on the menu")
 
@@ -327,7 +321,7 @@ async def test_an_outage_shows_as_not_synced_and_heals(
 ) -> None:
     await platform.outage()
     try:
-        await kubectl.create(restaurant("k8s-outage"))
+        await kubectl.create(manifest("k8s-outage"))
         obj = await kubectl.wait_synced("k8s-outage", "False", "PublishFailed")
         assert "unreachable" in (synced_condition(obj["status"]) or {})["message"]
         assert "PublishFailed" in kubectl.event_reasons("k8s-outage")
@@ -355,7 +349,7 @@ async def test_a_restarted_operator_changes_nothing_and_catches_up_on_changes(
     platform: Platform,
     publisher: RecordingPublisher,
 ) -> None:
-    await kubectl.create(restaurant("k8s-restart"))
+    await kubectl.create(manifest("k8s-restart"))
     before = await kubectl.wait_synced("k8s-restart")
     await platform.wait_menu("k8s-restart", lambda menu: menu is not None, "on the menu")
     await platform.settle()
@@ -390,7 +384,7 @@ async def test_a_resync_publishes_the_same_event_again_which_the_platform_drops(
     operator: OperatorThread, kubectl: Kubectl, platform: Platform, publisher: RecordingPublisher
 ) -> None:
     """``kubectl annotate rst NAME baedal.io/resync=...``: same generation, same event id."""
-    await kubectl.create(restaurant("k8s-resync"))
+    await kubectl.create(manifest("k8s-resync"))
     await kubectl.wait_synced("k8s-resync")
     await platform.settle()
     duplicates = await platform.handled("order-menu-upserted", "duplicate")
@@ -412,7 +406,7 @@ async def test_duplicate_menu_ids_are_reported_and_nothing_is_published(
 ) -> None:
     """The API server enforces unique ids through the schema; the operator does not rely on it."""
     twice = [{"id": "mandu", "name": "만두", "price": 5000}, {"id": "mandu", "name": "왕만두", "price": 7000}]
-    await kubectl.create(restaurant("k8s-twice", menu=twice))
+    await kubectl.create(manifest("k8s-twice", menu=twice))
     obj = await kubectl.wait_synced("k8s-twice", "False", "InvalidSpec")
     assert "duplicate menu ids: mandu" in (synced_condition(obj["status"]) or {})["message"]
     assert "InvalidSpec" in kubectl.event_reasons("k8s-twice")
@@ -482,7 +476,7 @@ async def test_the_operator_runs_as_documented(
 
         await eventually(watching, WAIT_S, f"{how} watching Restaurants")
         name = f"k8s-{how.split()[0]}"
-        await kubectl.create(restaurant(name))
+        await kubectl.create(manifest(name))
         await kubectl.wait_synced(name)
         await platform.wait_menu(name, lambda menu: menu is not None, "on the menu")
         async with httpx.AsyncClient() as client:
