@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,13 @@ from services.catalog.reconcile import DELETED, snapshot_event
 from services.restaurant_operator import crd
 from services.restaurant_operator.config import OperatorConfig
 from services.restaurant_operator.handlers import FINALIZER, SOURCE, OperatorContext
-from services.restaurant_operator.publisher import CatalogPublisher, embedded_publisher
+from services.restaurant_operator.publisher import (
+    CatalogPublisher,
+    EmbeddedCatalogPublisher,
+    PublishError,
+    PublishRejected,
+    embedded_publisher,
+)
 from services.restaurant_operator.status import synced_condition
 from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
 from services.runtime.events import OutboundEvent, new_id
@@ -418,6 +425,23 @@ async def test_duplicate_menu_ids_are_reported_and_nothing_is_published(
     await kubectl.patch("k8s-twice", {"spec": {"menu": fixed}})
     await kubectl.wait_synced("k8s-twice", "True", "Published")
     await platform.wait_menu("k8s-twice", lambda m: m is not None and len(m["items"]) == 2, "both dumplings")
+
+
+async def test_the_embedded_adapter_tells_a_refusal_from_an_outage(server: Server, platform: Platform) -> None:
+    """A refusal (422) is final: retrying cannot help. Anything else is worth retrying."""
+    good = embedded_publisher(OperatorConfig(url=server.url, data_dir=server.data_dir))
+    with pytest.raises(PublishRejected, match="not a catalog topic"):
+        await good.publish(OutboundEvent(topic="order.placed", data={}, source=SOURCE))
+    forged = EmbeddedCatalogPublisher(server.url, lambda: "not-a-token")
+    event = snapshot_event(RestaurantResource.model_validate(manifest("k8s-forged")), str(uuid.uuid4()), 1, SOURCE)
+    with pytest.raises(PublishError, match="401") as refused:
+        await forged.publish(event)
+    assert not isinstance(refused.value, PublishRejected)
+    nowhere = EmbeddedCatalogPublisher(f"http://127.0.0.1:{free_port()}", lambda: "unused")
+    with pytest.raises(PublishError, match="unreachable"):
+        await nowhere.publish(event)
+    await platform.settle()
+    assert await platform.menu("k8s-forged") is None
 
 
 def _kubeconfig(path: Path, server: str) -> Path:

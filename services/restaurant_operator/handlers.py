@@ -71,6 +71,24 @@ def catalog_probe(memo: kopf.Memo, **_: Any) -> dict[str, str | None]:
     return {"lastPublishedAt": context.last_published_at, "lastError": context.last_error}
 
 
+@dataclass(frozen=True)
+class Handling:
+    """The resource a handler works on, and where its outcome goes (status patch and events)."""
+
+    body: kopf.Body
+    status: Status
+    patch: kopf.Patch
+    generation: int
+
+    def synced(self, menu_items: int) -> None:
+        self.patch.status.update(published(self.status, self.generation, menu_items, now()))
+        kopf.info(self.body, reason="Published", message=f"generation {self.generation} is in the catalog")
+
+    def failed(self, reason: str, message: str) -> None:
+        self.patch.status.update(not_synced(self.status, self.generation, reason, message, now()))
+        kopf.warn(self.body, reason=reason, message=message)
+
+
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE)
@@ -87,15 +105,14 @@ async def publish_restaurant(
     """Publish this generation's snapshot. On resume, a generation already synced is left alone:
     a restarted operator changes nothing in the catalog."""
     context: OperatorContext = memo["context"]
-    generation = int(meta["generation"])
-    resource = _checked(body, status, patch, generation)
-    if reason == kopf.Reason.RESUME and is_synced(status, generation):
-        kopf.info(body, reason="UpToDate", message=f"generation {generation} is already in the catalog")
+    handling = Handling(body, status, patch, int(meta["generation"]))
+    resource = _checked(handling)
+    if reason == kopf.Reason.RESUME and is_synced(status, handling.generation):
+        kopf.info(body, reason="UpToDate", message=f"generation {handling.generation} is already in the catalog")
         return
-    publishing = reconcile(resource, str(meta["uid"]), generation, context.publisher.publish, SOURCE)
-    await _publish(context, body, status, patch, generation, retry, publishing, failure="PublishFailed")
-    patch.status.update(published(status, generation, len(resource.spec.menu), now()))
-    kopf.info(body, reason="Published", message=f"generation {generation} is in the catalog")
+    publishing = reconcile(resource, str(meta["uid"]), handling.generation, context.publisher.publish, SOURCE)
+    await _publish(context, handling, retry, publishing, failure="PublishFailed")
+    handling.synced(len(resource.spec.menu))
 
 
 @kopf.on.delete(*RESOURCE)
@@ -104,50 +121,39 @@ async def remove_restaurant(
 ) -> None:
     """Publish the removal; only then does kopf remove its finalizer and let the resource go."""
     context: OperatorContext = memo["context"]
-    generation = int(meta["generation"])
-    removing = reconcile_removal(str(meta["name"]), str(meta["uid"]), generation, context.publisher.publish, SOURCE)
-    await _publish(context, body, status, patch, generation, retry, removing, failure="RemovalFailed")
-    kopf.info(body, reason="Removed", message=f"{meta['name']} left the catalog")
+    handling = Handling(body, status, patch, int(meta["generation"]))
+    name, uid = str(meta["name"]), str(meta["uid"])
+    removing = reconcile_removal(name, uid, handling.generation, context.publisher.publish, SOURCE)
+    await _publish(context, handling, retry, removing, failure="RemovalFailed")
+    kopf.info(body, reason="Removed", message=f"{name} left the catalog")
 
 
-def _checked(body: kopf.Body, status: Status, patch: kopf.Patch, generation: int) -> RestaurantResource:
+def _checked(handling: Handling) -> RestaurantResource:
     """The resource, checked by the same model as ``baedal apply`` (also what the schema cannot
     say, such as duplicate menu ids when the API server does not enforce them)."""
     try:
-        return RestaurantResource.model_validate(dict(body))
+        return RestaurantResource.model_validate(dict(handling.body))
     except ValidationError as exc:
         message = f"invalid spec, nothing published: {describe(exc)}"
-        _report(body, status, patch, generation, "InvalidSpec", message)
+        handling.failed("InvalidSpec", message)
         raise kopf.PermanentError(message) from None
 
 
 async def _publish(
-    context: OperatorContext,
-    body: kopf.Body,
-    status: Status,
-    patch: kopf.Patch,
-    generation: int,
-    retry: int,
-    publishing: Awaitable[None],
-    failure: str,
+    context: OperatorContext, handling: Handling, retry: int, publishing: Awaitable[None], failure: str
 ) -> None:
     """Await a publish; on failure report ``Synced=False`` and hand the retry to kopf."""
     try:
         await publishing
     except PublishRejected as exc:
-        _report(body, status, patch, generation, "Rejected", f"the platform refused the event: {exc}")
+        handling.failed("Rejected", f"the platform refused the event: {exc}")
         raise kopf.PermanentError(str(exc)) from None
     except PublishError as exc:
         context.last_error = str(exc)
         delay = context.config.retry_delay(retry)
-        _report(body, status, patch, generation, failure, f"{exc}; retrying in {delay:g} s")
+        handling.failed(failure, f"{exc}; retrying in {delay:g} s")
         raise kopf.TemporaryError(str(exc), delay=delay) from None
     context.last_published_at = now()
-
-
-def _report(body: kopf.Body, status: Status, patch: kopf.Patch, generation: int, reason: str, message: str) -> None:
-    patch.status.update(not_synced(status, generation, reason, message, now()))
-    kopf.warn(body, reason=reason, message=message)
 
 
 def run(config: OperatorConfig, namespaces: list[str], liveness: str | None = None) -> None:
