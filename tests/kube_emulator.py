@@ -29,9 +29,8 @@ import jsonpointer
 import kmock
 import kopf
 
-import services.restaurant_operator.handlers  # noqa: F401  (registers the handlers with kopf)
 from services.restaurant_operator import crd
-from services.restaurant_operator.handlers import OperatorContext
+from services.restaurant_operator.handlers import OperatorContext  # also registers the handlers with kopf
 from tests.conftest import eventually
 
 Event = dict[str, Any]

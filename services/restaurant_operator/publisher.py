@@ -15,7 +15,7 @@ from typing import Protocol
 import httpx
 
 from services.restaurant_operator.config import OperatorConfig
-from services.runtime.auth import SECRET_FILE, Role, TokenIssuer
+from services.runtime.auth import SECRET_FILE, Role, TokenIssuer, load_or_create_secret
 from services.runtime.events import OutboundEvent
 
 EVENTS_PATH = "/admin/catalog/events"
@@ -72,10 +72,9 @@ def admin_token(config: OperatorConfig) -> Callable[[], str]:
     if config.token:
         token = config.token
         return lambda: token
-    secret_file = config.data_dir / SECRET_FILE
-    if not secret_file.exists():
+    if not (config.data_dir / SECRET_FILE).exists():  # a new secret would sign tokens nobody accepts
         raise ValueError(f"no signing secret in {config.data_dir}: give the platform's data dir or a token")
-    issuer = TokenIssuer(secret_file.read_text().strip())
+    issuer = TokenIssuer(load_or_create_secret(config.data_dir))
     return lambda: issuer.issue(Role.ADMIN, TOKEN_SUBJECT, TOKEN_TTL_S)
 
 
