@@ -168,6 +168,34 @@ def audit(
     raise typer.Exit(0 if report["ok"] else 1)
 
 
+@app.command("operator")
+def operator_(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace", "-n", metavar="NAMESPACE", help="watch it (repeatable, globs allowed); default: all"
+        ),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    data_dir: DataDir = Path(".baedal"),
+    token: Token = None,
+    liveness: Annotated[
+        str | None, typer.Option(help="serve liveness probes here, e.g. http://0.0.0.0:8080/healthz")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="log level")] = "info",
+) -> None:
+    """Run the Restaurant operator: Restaurant resources of the current kubeconfig's cluster (or the
+    pod's service account) become catalog events of the platform (BAEDAL_RUNTIME: embedded, at --url)."""
+    from services.restaurant_operator.config import OperatorConfig
+    from services.restaurant_operator.handlers import run
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(OperatorConfig(url=url, data_dir=data_dir, token=token), namespace or [], liveness)
+    except ValueError as exc:  # no publisher for this configuration
+        raise typer.BadParameter(str(exc)) from exc
+
+
 @dlq.command("list")
 def dlq_list(url: Url = DEFAULT_URL, data_dir: DataDir = Path(".baedal"), token: Token = None) -> None:
     """List dead-lettered events."""

@@ -51,6 +51,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("PATCH", "/restaurants/{restaurant_id}/menu/{product_id}", "restaurant"),
     ("POST", "/admin/restaurants", "restaurant"),
     ("DELETE", "/admin/restaurants/{restaurant_id}", "restaurant"),
+    ("POST", "/admin/catalog/events", "restaurant"),
     ("GET", "/admin/audit/tickets", "restaurant"),
     ("POST", "/wallets/{customer_id}/top-ups", "payment"),
     ("GET", "/wallets/{customer_id}", "payment"),

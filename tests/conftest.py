@@ -292,6 +292,15 @@ async def api(make_platform: PlatformFactory) -> AsyncIterator[Api]:
     await client.client.aclose()
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "the condition") -> None:
+    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+        await asyncio.sleep(0.02)
+
+
 async def gather_limited(coros: Iterable[Awaitable[Any]], limit: int = 50) -> list[Any]:
     semaphore = asyncio.Semaphore(limit)
 

@@ -16,6 +16,8 @@ from typing import Any
 import jwt
 import pytest
 
+from services.catalog.manifest import RestaurantResource
+from services.catalog.reconcile import snapshot_event
 from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
 from tests.conftest import ORDER_BODY, Api, assert_problem, order_body
 
@@ -117,6 +119,7 @@ MANIFEST = {
         "menu": [{"id": "pizza", "name": "피자", "price": 1}],
     },
 }
+CATALOG_EVENT = snapshot_event(RestaurantResource.model_validate(MANIFEST), "intruder-uid", 1, "intruder").envelope()
 
 # Every endpoint that needs a token, with a body it would accept.
 PROTECTED: list[tuple[str, str, Any]] = [
@@ -134,6 +137,7 @@ PROTECTED: list[tuple[str, str, Any]] = [
     ("PATCH", "/restaurants/seoul-chicken/menu/fried", {"available": False}),
     ("POST", "/admin/restaurants", MANIFEST),
     ("DELETE", "/admin/restaurants/busan-tteokbokki", None),
+    ("POST", "/admin/catalog/events", CATALOG_EVENT),
     ("GET", "/admin/audit/orders", None),
     ("GET", "/admin/audit/payments", None),
     ("GET", "/admin/audit/wallets", None),
@@ -244,6 +248,7 @@ async def test_customer_cannot_act_as_owner_or_admin(api: Api) -> None:
         ("PATCH", "/restaurants/seoul-chicken/menu/fried", {"available": False}),
         ("POST", "/admin/restaurants", MANIFEST),
         ("DELETE", "/admin/restaurants/busan-tteokbokki", None),
+        ("POST", "/admin/catalog/events", CATALOG_EVENT),
         ("GET", "/admin/audit/orders", None),
         ("GET", "/admin/audit/wallets", None),
         ("GET", "/admin/backlog", None),

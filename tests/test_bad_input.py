@@ -20,6 +20,7 @@ import pytest
 from services.gateway import create_app
 from services.runtime.errors import PROBLEM
 from tests.conftest import ORDER_BODY, Api, assert_problem, order_body
+from tests.manifests import BAD_MANIFESTS
 
 CUSTOMER = "cust-bad-input"
 FUNDS = 100_000
@@ -411,60 +412,6 @@ async def test_malformed_top_up_json_is_400(api: Api) -> None:
     response = await post_raw(api, f"/wallets/{CUSTOMER}/top-ups", b'{"amount": ')
     assert_problem(response, 400, "VALIDATION_ERROR")
     assert await api.balance(CUSTOMER) == balance
-
-
-def manifest(**spec_changes: Any) -> dict[str, Any]:
-    """A valid Restaurant manifest for a new restaurant, with spec fields replaced/removed (None)."""
-    spec: dict[str, Any] = {
-        "displayName": "새가게",
-        "open": True,
-        "autoAccept": True,
-        "location": {"lat": 37.5, "lon": 127.0},
-        "deliveryFee": 3000,
-        "expressFee": 5000,
-        "owners": ["owner-new"],
-        "menu": [{"id": "noodles", "name": "국수", "price": 7000, "available": True}],
-    }
-    for key, value in spec_changes.items():
-        if value is None:
-            spec.pop(key)
-        else:
-            spec[key] = value
-    return {"apiVersion": "baedal.io/v1", "kind": "Restaurant", "metadata": {"name": "new-place"}, "spec": spec}
-
-
-def _renamed(name: str) -> dict[str, Any]:
-    document = manifest()
-    document["metadata"]["name"] = name
-    return document
-
-
-BAD_MANIFESTS = [
-    pytest.param(manifest(menu=[{"id": "noodles", "name": "국수", "price": -1}]), id="negative-price"),
-    pytest.param(manifest(menu=[{"id": "noodles", "name": "국수", "price": 7000.5}]), id="fractional-price"),
-    pytest.param(manifest(menu=[{"id": "noodles", "name": "국수", "price": "7000"}]), id="string-price"),
-    pytest.param(manifest(menu=[{"id": "Noodles!", "name": "국수", "price": 7000}]), id="bad-menu-item-id"),
-    pytest.param(manifest(menu=None), id="missing-menu"),
-    pytest.param(manifest(menu=[]), id="empty-menu"),
-    pytest.param(
-        manifest(menu=[{"id": "a", "name": "x", "price": 1}, {"id": "a", "name": "y", "price": 2}]),
-        id="duplicate-menu-ids",
-    ),
-    pytest.param(manifest(deliveryFee=-3000), id="negative-delivery-fee"),
-    pytest.param(manifest(location={"lat": 95, "lon": 127}), id="bad-location"),
-    pytest.param(manifest(displayName=None), id="missing-display-name"),
-    pytest.param(manifest(menuu=[]), id="unknown-spec-field"),
-    pytest.param(_renamed("New_Place"), id="bad-id-uppercase-underscore"),
-    pytest.param(_renamed(""), id="bad-id-empty"),
-    pytest.param(_renamed("x" * 64), id="bad-id-too-long"),
-    pytest.param({**manifest(), "kind": "Pizzeria"}, id="wrong-kind"),
-    pytest.param({**manifest(), "apiVersion": "baedal.io/v2"}, id="wrong-api-version"),
-    pytest.param(
-        {"apiVersion": "baedal.io/v1", "kind": "Restaurant", "metadata": {"name": "new-place"}}, id="missing-spec"
-    ),
-    pytest.param({}, id="empty-object"),
-    pytest.param([manifest()], id="array"),
-]
 
 
 @pytest.mark.parametrize("document", BAD_MANIFESTS)

@@ -3,14 +3,13 @@ overrides, how the two combine, removal; and the audit catching a real violation
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from typing import Any
 
 from services.catalog.manifest import load_manifests
 from services.payment.handlers import payment_key
 from services.runtime.ports import Put
-from tests.conftest import EXAMPLES, Api, order_body
+from tests.conftest import EXAMPLES, Api, eventually, order_body
 
 
 def chicken_manifest() -> dict[str, Any]:
@@ -21,14 +20,6 @@ async def menu_item(api: Api, restaurant: str, product: str) -> dict[str, Any]:
     menu = (await api.client.get(f"/restaurants/{restaurant}/menu")).json()
     item: dict[str, Any] = next(i for i in menu["items"] if i["id"] == product)
     return item
-
-
-async def eventually(check, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if await check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the read store never caught up")
 
 
 async def test_apply_is_idempotent_and_a_change_bumps_the_generation(api: Api) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 
 from services.cli import app
 from tests.conftest import EXAMPLES
-from tests.server import Server
+from tests.server import Server, clean_env, running
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -24,13 +23,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("cli")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BAEDAL_")}
-    server = Server(base / "data", env | {"BAEDAL_DEMO_MANIFESTS": str(EXAMPLES)})
-    server.start()
-    try:
+    with running(Server(base / "data", clean_env(BAEDAL_DEMO_MANIFESTS=str(EXAMPLES)))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def baedal(server: Server, *args: str) -> tuple[int, str]:
@@ -86,3 +80,16 @@ def test_token_is_accepted_by_the_running_platform(server: Server) -> None:
     token = result.output.strip()
     wallet = httpx.get(f"{server.url}/wallets/cli-customer", headers={"Authorization": f"Bearer {token}"})
     assert wallet.status_code == 200 and wallet.json() == {"customer_id": "cli-customer", "balance": 0}
+
+
+@pytest.mark.parametrize(
+    ("runtime", "secret", "message"),
+    [("embedded", False, "no signing secret"), ("carrier-pigeon", True, "no catalog publisher for runtime")],
+)
+def test_operator_refuses_a_configuration_it_cannot_publish_with(
+    tmp_path: Path, runtime: str, secret: bool, message: str
+) -> None:
+    if secret:
+        (tmp_path / "jwt-secret").write_text("s" * 64)
+    result = runner.invoke(app, ["operator", "--data-dir", str(tmp_path)], env={"BAEDAL_RUNTIME": runtime})
+    assert result.exit_code == 2 and message in result.output, result.output

@@ -12,11 +12,17 @@ from typing import Any
 
 import pytest
 import yaml
+from dapr.conf import settings as dapr_settings
 
 from services.audit import audit
 from services.bootstrap import SERVICES
+from services.catalog.manifest import RestaurantResource
+from services.catalog.reconcile import reconcile, reconcile_removal
+from services.restaurant_operator.config import OperatorConfig
+from services.restaurant_operator.publisher import make_publisher
 from tests.conftest import EXAMPLES, Api, order_body
 from tests.dapr_cluster import DaprCluster
+from tests.server import free_port
 from tests.test_dapr_subscriptions import GRACEFUL
 from tests.test_lifecycle import cooked, on_board
 from tests.test_notifications import Webhook, serving
@@ -195,3 +201,30 @@ async def test_the_gateway_routes_by_the_table_and_answers_problems(api: DaprApi
     assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
     unauthenticated = await api.client.get("/orders")
     assert unauthenticated.status_code == 401, "the service's own answer comes back through Dapr"
+
+
+async def test_the_operator_publishes_a_restaurant_through_its_own_sidecar(
+    api: DaprApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Restaurant operator in the cluster (runtime dapr): its catalog snapshot goes onto the
+    restaurant stream through the operator pod's sidecar and reaches the order service's menu."""
+    sidecar = api.cluster.fake.sidecars.get("operator") or api.cluster.fake.add_app("operator", free_port())
+    monkeypatch.setattr(dapr_settings, "DAPR_GRPC_PORT", sidecar.grpc_port)
+    monkeypatch.setattr(dapr_settings, "DAPR_HTTP_PORT", sidecar.http_port)
+    publisher = make_publisher(OperatorConfig(runtime="dapr"))
+    manifest = yaml.safe_load((EXAMPLES / "seoul-chicken.yaml").read_text())
+    manifest["metadata"]["name"] = "dapr-dakgalbi"
+    resource = RestaurantResource.model_validate(manifest)
+    await reconcile(resource, "uid-dapr-1", 1, publisher.publish, "operator")
+    for _ in range(200):
+        menu = await api.client.get("/restaurants/dapr-dakgalbi/menu")
+        if menu.status_code == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert menu.status_code == 200, menu.text
+    await reconcile_removal("dapr-dakgalbi", "uid-dapr-1", 1, publisher.publish, "operator")
+    for _ in range(200):
+        if (await api.client.get("/restaurants/dapr-dakgalbi/menu")).status_code == 404:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the removal never reached the menu read store")

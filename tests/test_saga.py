@@ -7,6 +7,7 @@ import asyncio
 
 from services.runtime.settings import ChaosSettings
 from tests.conftest import Api, PlatformFactory, api_for, order_body
+from tests.manifests import manifest
 
 BIBIMBAP = order_body("hanok-bibimbap", [("bibimbap", 2, 9000)], fee=2500)  # manual accept, 20,500 KRW
 
@@ -188,19 +189,13 @@ async def test_accept_timeout_refunds_and_survives_restart(make_platform: Platfo
 
 
 def _manual_restaurant(name: str, timeout_s: int) -> dict[str, object]:
-    return {
-        "apiVersion": "baedal.io/v1",
-        "kind": "Restaurant",
-        "metadata": {"name": name},
-        "spec": {
-            "displayName": name,
-            "open": True,
-            "autoAccept": False,
-            "acceptTimeoutSeconds": timeout_s,
-            "location": {"lat": 37.5, "lon": 127.0},
-            "deliveryFee": 1000,
-            "expressFee": 2000,
-            "owners": ["owner-slow"],
-            "menu": [{"id": "soup", "name": "국밥", "price": 8000, "available": True}],
-        },
-    }
+    return manifest(
+        name,
+        displayName=name,
+        autoAccept=False,
+        acceptTimeoutSeconds=timeout_s,
+        deliveryFee=1000,
+        expressFee=2000,
+        owners=["owner-slow"],
+        menu=[{"id": "soup", "name": "국밥", "price": 8000, "available": True}],
+    )

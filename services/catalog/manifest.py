@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 DNS_1123 = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Id = Annotated[str, StringConstraints(pattern=DNS_1123, min_length=1, max_length=63)]
@@ -72,6 +72,13 @@ class RestaurantResource(BaseModel):
     def spec_snapshot(self) -> dict[str, Any]:
         """The spec in the snake_case shape carried by catalog events."""
         return self.spec.model_dump(mode="json")
+
+
+def describe(error: ValidationError, limit: int = 3) -> str:
+    """The first few problems of a rejected manifest or event, one line each ``where: what``."""
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in error.errors()[:limit]]
+    more = error.error_count() - limit
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
 
 
 def load_manifests(path: Path) -> list[dict[str, Any]]:

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field, StrictBool, ValidationError
 
 from services.catalog import projection
-from services.catalog.manifest import RestaurantResource
+from services.catalog.manifest import RestaurantResource, describe
+from services.catalog.reconcile import catalog_event
 from services.restaurant.domain import Ticket
 from services.restaurant.handlers import RestaurantService
 from services.runtime.api import Body, PathId
@@ -132,9 +133,7 @@ async def apply_manifest(
     try:
         resource = RestaurantResource.model_validate(manifest)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ApiError(422, "VALIDATION_ERROR", f"invalid Restaurant manifest at {where}: {first['msg']}") from exc
+        raise ApiError(422, "VALIDATION_ERROR", f"invalid Restaurant manifest: {describe(exc)}") from exc
     result = await restaurants.apply_manifest(resource)
     return {"restaurant_id": resource.name, "generation": result["generation"], "changed": result["changed"]}
 
@@ -147,6 +146,23 @@ async def delete_manifest(
     if not await restaurants.delete_manifest(restaurant_id):
         raise ApiError(404, "RESTAURANT_NOT_FOUND", f"restaurant {restaurant_id!r} does not exist")
     return {"restaurant_id": restaurant_id, "deleted": True}
+
+
+@router.post("/admin/catalog/events", status_code=202, tags=["operations"])
+async def publish_catalog_event(
+    envelope: dict[str, Any], principal: CurrentPrincipal, restaurants: Restaurants
+) -> dict[str, Any]:
+    """The embedded publish port of the Kubernetes operator: a ``catalog.restaurant-upserted`` or
+    ``catalog.restaurant-deleted`` CloudEvents envelope, checked, then published through this
+    service's outbox like a ``baedal apply`` snapshot. The event id is kept, so a retry is a
+    duplicate the consumers drop."""
+    require_admin(principal)
+    try:
+        event = catalog_event(envelope)
+    except ValueError as exc:
+        raise ApiError(422, "VALIDATION_ERROR", f"not a catalog event: {exc}") from exc
+    await restaurants.publish_catalog_event(event)
+    return {"id": event.id, "topic": event.topic, "restaurant_id": event.subject}
 
 
 @router.get("/admin/audit/tickets", tags=["operations"])

@@ -133,7 +133,7 @@ class RestaurantService:
 
         async def attempt() -> dict[str, Any]:
             record = await self.store.get(manifest_key(resource.name))
-            current = record.value if record else None
+            current = await self._own_manifest(resource.name, record.value if record else None)
             if current and not current["deleted"] and current["spec_hash"] == spec_hash:
                 return {**current, "changed": False}
             live = current is not None and not current["deleted"]
@@ -154,9 +154,10 @@ class RestaurantService:
     async def delete_manifest(self, restaurant_id: str) -> bool:
         async def attempt() -> bool:
             record = await self.store.get(manifest_key(restaurant_id))
-            if record is None or record.value["deleted"]:
+            current = await self._own_manifest(restaurant_id, record.value if record else None)
+            if record is None or current is None or current["deleted"]:
                 return False
-            state = {**record.value, "deleted": True}
+            state = {**current, "deleted": True}
 
             async def publish(event: OutboundEvent) -> None:
                 await self.store.commit([Put(record.key, state, record.etag)], [event])
@@ -165,6 +166,29 @@ class RestaurantService:
             return True
 
         return await retry_on_conflict(attempt)
+
+    async def _own_manifest(self, restaurant_id: str, manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+        """This service's manifest bookkeeping, checked against the catalog it receives.
+
+        Another publisher (the Kubernetes operator) uses its own uids. While its incarnation is
+        live, ``baedal apply`` refuses to touch the restaurant rather than publish generations that
+        consumers would ignore; once that incarnation has buried ours, ours counts as deleted."""
+        record = await self.catalog.record(restaurant_id)
+        entry = record.value if record else projection.empty_entry(restaurant_id)
+        ours = manifest["uid"] if manifest else None
+        if projection.is_live(entry) and entry["uid"] != ours:
+            raise DomainError(
+                "MANAGED_BY_OPERATOR",
+                f"restaurant {restaurant_id!r} is managed by the Kubernetes operator; change it with kubectl",
+            )
+        if manifest and not manifest["deleted"] and ours in entry["tombstones"]:
+            return {**manifest, "deleted": True}
+        return manifest
+
+    async def publish_catalog_event(self, event: OutboundEvent) -> None:
+        """The embedded publish port of an outside catalog source (the operator): this service's
+        outbox carries the event to every subscriber, exactly like a ``baedal apply`` snapshot."""
+        await self.store.commit([], [event])
 
     async def demo_loaded(self) -> bool:
         return await self.store.get(DEMO_MARKER) is not None

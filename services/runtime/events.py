@@ -82,7 +82,9 @@ class Event:
         data = envelope["data"]
         if not isinstance(data, dict):
             raise ValueError("event data must be a JSON object")
-        topic = envelope.get("topic") or _topic_of(envelope["type"])
+        # The type names the topic; Dapr overwrites a CloudEvent's `topic` with its pub/sub topic.
+        event_type = str(envelope["type"])
+        topic = _topic_of(event_type) if event_type.startswith(TYPE_PREFIX) else envelope.get("topic")
         return cls(
             id=str(envelope["id"]),
             topic=str(topic),

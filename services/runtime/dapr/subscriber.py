@@ -107,7 +107,7 @@ class DaprSubscriber:
             event = Event.from_envelope(envelope)
         except ValueError as exc:
             log.warning("%s: dropping a malformed message: %s", self.service, exc)
-            HANDLED.labels(self.service, "-", "dropped").inc()
+            HANDLED.labels(self.service, "-", "dead_letter").inc()
             return Outcome.DROP
         consumers = [c for c in self._by_topic.get(event.topic, ()) if _wants(c.subscription, event)]
         if not consumers:
@@ -134,7 +134,7 @@ class DaprSubscriber:
             return Outcome.SUCCESS
         except DropEvent as exc:
             log.error("%s/%s: dropping event %s (%s): %s", self.service, name, event.id, event.topic, exc)
-            HANDLED.labels(self.service, name, "dropped").inc()
+            HANDLED.labels(self.service, name, "dead_letter").inc()
             return Outcome.DROP
         except Exception as exc:
             log.warning("%s/%s: event %s (%s) failed, retry: %r", self.service, name, event.id, event.topic, exc)
@@ -142,7 +142,7 @@ class DaprSubscriber:
             return Outcome.RETRY
         finally:
             CURRENT_DELIVERY.reset(token)
-        HANDLED.labels(self.service, name, "ok").inc()
+        HANDLED.labels(self.service, name, "success").inc()
         return Outcome.SUCCESS
 
 

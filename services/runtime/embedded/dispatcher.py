@@ -350,14 +350,20 @@ class Dispatcher:
     # ------------------------------------------------------------------ housekeeping
 
     async def backlog(self) -> dict[str, dict[str, int]]:
-        """Per service: events due but not yet handled (outbox plus queue), and timers not yet due.
-        No due events anywhere means the platform has settled."""
+        """Per service: events waiting to be handled (outbox, due deliveries, deliveries retrying
+        after a failure, and those the chaos settings hold back) and timers not yet due. No waiting
+        events anywhere means the platform has settled."""
         counts: dict[str, dict[str, int]] = {}
-        now = epoch()
+        # A chaos delay is in flight, not a timer: it counts as waiting.
+        soon = epoch() + self._chaos.max_delay_s
         for name, db in self._dbs.items():
             out = await db.database.fetchone("SELECT COUNT(*) FROM outbox")
-            due = await db.database.fetchone("SELECT COUNT(*) FROM deliveries WHERE due_at <= ?", (now,))
-            later = await db.database.fetchone("SELECT COUNT(*) FROM deliveries WHERE due_at > ?", (now,))
+            due = await db.database.fetchone(
+                "SELECT COUNT(*) FROM deliveries WHERE due_at <= ? OR attempts > 0", (soon,)
+            )
+            later = await db.database.fetchone(
+                "SELECT COUNT(*) FROM deliveries WHERE due_at > ? AND attempts = 0", (soon,)
+            )
             counts[name] = {
                 "due": int(out[0] if out else 0) + int(due[0] if due else 0),
                 "scheduled": int(later[0] if later else 0),
