@@ -212,3 +212,8 @@ async def test_sigterm_lets_an_in_flight_delivery_finish(tmp_path: Path, paygate
     assert codes["payment"] in GRACEFUL
     payments = [item for key, item in cluster.fake.stores["payment-state"].items() if key == "payment:sub-drain-1"]
     assert payments and orjson.loads(payments[0].value)["status"] == "COMPLETED"
+
+
+async def test_an_event_whose_data_the_routing_rules_cannot_read_is_dropped(cluster: DaprCluster) -> None:
+    broken = OutboundEvent(topic="delivery.status-changed", source="delivery", data={"delivery": "not an object"})
+    assert await deliver(cluster, "order", "delivery-events", outbox_message(broken, "delivery-events")) == "DROP"

@@ -105,11 +105,11 @@ class DaprSubscriber:
             if envelope is None:
                 return Outcome.SUCCESS
             event = Event.from_envelope(envelope)
-        except ValueError as exc:
-            log.warning("%s: dropping a malformed message: %s", self.service, exc)
+            consumers = [c for c in self._by_topic.get(event.topic, ()) if _wants(c.subscription, event)]
+        except (ValueError, KeyError, TypeError) as exc:  # a routing rule cannot read the data either
+            log.warning("%s: dropping a malformed message: %r", self.service, exc)
             HANDLED.labels(self.service, "-", "dead_letter").inc()
             return Outcome.DROP
-        consumers = [c for c in self._by_topic.get(event.topic, ()) if _wants(c.subscription, event)]
         if not consumers:
             return Outcome.SUCCESS
         if event.deliver_at is not None and event.deliver_at > epoch():
