@@ -121,6 +121,20 @@ MANIFEST = {
 }
 CATALOG_EVENT = snapshot_event(RestaurantResource.model_validate(MANIFEST), "intruder-uid", 1, "intruder").envelope()
 
+# Owner and admin operations that answer 200, with a body each would accept.
+OPERATIONS: list[tuple[str, str, Any]] = [
+    ("PATCH", "/restaurants/seoul-chicken/menu/fried", {"available": False}),
+    ("PATCH", "/restaurants/seoul-chicken", {"open": False}),
+    ("POST", "/admin/restaurants", MANIFEST),
+    ("DELETE", "/admin/restaurants/busan-tteokbokki", None),
+    ("GET", "/admin/audit/orders", None),
+    ("GET", "/admin/audit/payments", None),
+    ("GET", "/admin/audit/wallets", None),
+    ("GET", "/admin/audit/tickets", None),
+    ("GET", "/admin/backlog", None),
+    ("GET", "/admin/dlq", None),
+]
+
 # Every endpoint that needs a token, with a body it would accept.
 PROTECTED: list[tuple[str, str, Any]] = [
     ("GET", "/orders", None),
@@ -133,17 +147,8 @@ PROTECTED: list[tuple[str, str, Any]] = [
     ("GET", "/restaurants/hanok-bibimbap/orders", None),
     ("POST", "/restaurants/hanok-bibimbap/orders/{order}/accept", None),
     ("POST", "/restaurants/hanok-bibimbap/orders/{order}/reject", {"reason": "no"}),
-    ("PATCH", "/restaurants/seoul-chicken", {"open": False}),
-    ("PATCH", "/restaurants/seoul-chicken/menu/fried", {"available": False}),
-    ("POST", "/admin/restaurants", MANIFEST),
-    ("DELETE", "/admin/restaurants/busan-tteokbokki", None),
+    *OPERATIONS,
     ("POST", "/admin/catalog/events", CATALOG_EVENT),
-    ("GET", "/admin/audit/orders", None),
-    ("GET", "/admin/audit/payments", None),
-    ("GET", "/admin/audit/wallets", None),
-    ("GET", "/admin/audit/tickets", None),
-    ("GET", "/admin/backlog", None),
-    ("GET", "/admin/dlq", None),
 ]
 
 
@@ -374,18 +379,7 @@ async def test_admin_can_do_everything(api: Api) -> None:
     assert (await api.wait_status(rejected, "CANCELLED"))["cancel_reason"] == "REJECTED"
     assert (await api.wait_status(cancelled, "CANCELLED"))["cancel_reason"] == "CUSTOMER_CANCELLED"
 
-    for method, path, payload in [
-        ("PATCH", "/restaurants/seoul-chicken/menu/fried", {"available": False}),
-        ("PATCH", "/restaurants/seoul-chicken", {"open": False}),
-        ("POST", "/admin/restaurants", MANIFEST),
-        ("DELETE", "/admin/restaurants/busan-tteokbokki", None),
-        ("GET", "/admin/audit/orders", None),
-        ("GET", "/admin/audit/payments", None),
-        ("GET", "/admin/audit/wallets", None),
-        ("GET", "/admin/audit/tickets", None),
-        ("GET", "/admin/backlog", None),
-        ("GET", "/admin/dlq", None),
-    ]:
+    for method, path, payload in OPERATIONS:
         kwargs: dict[str, Any] = {"json": payload} if payload is not None else {}
         response = await api.request(method, path, **kwargs)
         assert response.status_code == 200, (method, path, response.text)
