@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LINTED := services tests scripts
 
-.PHONY: up test lint typecheck check bench clean
+.PHONY: up test services lint typecheck check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,17 +16,26 @@ $(STAMP): pyproject.toml
 up: $(STAMP)  ## run the whole platform on http://127.0.0.1:8000
 	$(BIN)/baedal up $(ARGS)
 
+services:  ## make sure PostgreSQL and Redis answer on 127.0.0.1 (installs and starts them if needed)
+	$(PYTHON) scripts/backing_services.py $(SERVICES)
+
+# The backing services are started when this machine allows it; where it does not, their tests
+# skip and say how to provide them (.ci/run requires them instead).
 test: $(STAMP)  ## lint, type-check and run the test suite
-	$(BIN)/ruff check services tests
+	$(PYTHON) scripts/backing_services.py --best-effort $(SERVICES)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check services tests
-	$(BIN)/ruff format --check services tests
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+check: lint typecheck
 
 bench: $(STAMP)  ## the throughput benchmark (see docs/benchmarks.md)
 	$(BIN)/baedal bench $(ARGS)

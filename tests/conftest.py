@@ -1,13 +1,15 @@
 """Shared fixtures: a running embedded platform per test, driven over HTTP (in-process ASGI).
 
-Backends: SQLite always; PostgreSQL too when ``BAEDAL_TEST_DATABASE_URL`` is set (each test gets
-its own schemas and drops them). Without the variable the PostgreSQL variants skip with a reason;
-with ``BAEDAL_REQUIRE_POSTGRES=1`` (CI) an unreachable server fails instead of skipping.
+Backends: SQLite always; PostgreSQL too, at ``BAEDAL_TEST_DATABASE_URL`` (default: the server that
+``make services`` starts); each test gets its own schemas and drops them. When that server does not
+answer, the PostgreSQL variants skip and say how to provide one; with ``BAEDAL_REQUIRE_POSTGRES=1``
+(CI) they fail instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 
 # gRPC's fork handlers (the fake Dapr sidecar runs gRPC in this process) can break a child started
@@ -32,19 +34,12 @@ from services.runtime.db import PostgresDatabase
 from services.runtime.errors import PROBLEM
 from services.runtime.settings import ChaosSettings, Settings
 
-PG_URL = os.environ.get("BAEDAL_TEST_DATABASE_URL")
+PG_URL = os.environ.get("BAEDAL_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
 REQUIRE_PG = os.environ.get("BAEDAL_REQUIRE_POSTGRES") == "1"
+PROVIDE_PG = "run `make services` (root and apt), or set BAEDAL_TEST_DATABASE_URL=postgresql://USER@HOST:PORT/DB"
 EXAMPLES = Path(__file__).resolve().parents[1] / "operator" / "examples"
 
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=pytest.mark.skipif(
-            not PG_URL, reason="PostgreSQL variant: set BAEDAL_TEST_DATABASE_URL=postgresql://... to run it"
-        ),
-    ),
-]
+BACKENDS = ["sqlite", "postgresql"]
 
 ORDER_BODY = {
     "restaurant_id": "seoul-chicken",
@@ -261,19 +256,26 @@ async def make_platform(backend: str, tmp_path: Path) -> AsyncIterator[PlatformF
             await platform.stop()
     for schema_prefix in set(prefixes):
         for service in SERVICES:
-            await PostgresDatabase(str(PG_URL), f"{schema_prefix}{service}").drop_schema()
+            await PostgresDatabase(PG_URL, f"{schema_prefix}{service}").drop_schema()
 
 
-async def _require_postgres() -> None:
+@functools.cache
+def _postgres_problem() -> str | None:
+    """Why the test server cannot be used, or None; asked once per session."""
     import psycopg
 
     try:
-        async with await psycopg.AsyncConnection.connect(str(PG_URL), connect_timeout=5):
-            pass
-    except Exception as exc:
+        with psycopg.connect(PG_URL, connect_timeout=5):
+            return None
+    except psycopg.Error as exc:
+        return str(exc).strip()
+
+
+async def _require_postgres() -> None:
+    if problem := _postgres_problem():
         if REQUIRE_PG:
-            pytest.fail(f"PostgreSQL at {PG_URL} is required (BAEDAL_REQUIRE_POSTGRES=1) but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL at {PG_URL} unreachable: {exc}")
+            pytest.fail(f"PostgreSQL at {PG_URL} is required (BAEDAL_REQUIRE_POSTGRES=1) but unreachable: {problem}")
+        pytest.skip(f"PostgreSQL at {PG_URL} does not answer ({problem}): {PROVIDE_PG}")
 
 
 def api_for(platform: Platform) -> Api:

@@ -29,7 +29,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     prefix = f"crash{uuid.uuid4().hex[:8]}_"
     if request.param == "postgresql":
         asyncio.run(_require_postgres())
-        env |= {"BAEDAL_DATABASE_URL": str(PG_URL), "BAEDAL_SCHEMA_PREFIX": prefix}
+        env |= {"BAEDAL_DATABASE_URL": PG_URL, "BAEDAL_SCHEMA_PREFIX": prefix}
     server = Server(tmp_path / "data", env)
     try:
         yield server
@@ -37,7 +37,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
         server.stop()
         if request.param == "postgresql":
             for service in SERVICES:
-                asyncio.run(PostgresDatabase(str(PG_URL), f"{prefix}{service}").drop_schema())
+                asyncio.run(PostgresDatabase(PG_URL, f"{prefix}{service}").drop_schema())
 
 
 async def test_sigkill_during_a_burst_loses_nothing_acknowledged(server: Server) -> None:
