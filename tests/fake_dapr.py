@@ -6,7 +6,7 @@ invocation) on another. Sidecars share the brokers and the state stores, like da
 sharing Redis and PostgreSQL. It reads ``components/`` like daprd: a component is usable only by the
 apps in its ``scopes``, and pub/sub ``publishingScopes``/``subscriptionScopes`` are enforced.
 
-Faithful on what Baedal relies on (see ../shared/design/testing.md):
+Faithful on what Baedal relies on (a fake must agree with the real engine on all of this):
 - state: ETags change on every write; a mismatch is ``ABORTED`` on SaveState/DeleteState and
   ``INTERNAL`` "possible etag mismatch" on ExecuteStateTransaction; first-write with no ETag on an
   existing key fails; transactions are atomic; ``ttlInSeconds`` expires keys;

@@ -2,7 +2,7 @@
 kopf operator running against it in its own thread and event loop.
 
 kmock 0.8 stores, patches, lists and watches objects; this subclass adds what a real API server
-does and kopf needs (``../shared/design/testing.md``): ``resourceVersion`` on every change and on
+does and kopf needs: ``resourceVersion`` on every change and on
 lists, ``uid``/``generation``/``creationTimestamp`` on create, ``generation`` bumped when ``spec``
 changes, the namespace from the URL, ``generateName``, a ``status`` subresource kept apart from the
 main resource, finalizer-aware deletion, a watch that starts at the ``resourceVersion`` it is given,
