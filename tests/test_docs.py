@@ -424,14 +424,21 @@ def test_database_files_and_schemas_are_one_per_service() -> None:
 # --------------------------------------------------------------------------- every page
 
 
+def harness_variables() -> set[str]:
+    """The variables that the test harness and ``make services`` read from the environment."""
+    sources = [*(REPO_ROOT / "scripts").glob("*.py"), *(REPO_ROOT / "tests").glob("*.py")]
+    pattern = r"environ(?:\.get\(|\[)\"(BAEDAL_[A-Z0-9_]+)\""
+    return {name for source in sources for name in re.findall(pattern, source.read_text())}
+
+
 @pytest.mark.parametrize("name", PAGES)
 def test_named_files_and_variables_exist(name: str) -> None:
     text = page(name)
     spans = ticks(text)
     assert [t for t in spans if t.startswith("../")] == [], "paths outside the repository"
-    paths = [t for t in spans if re.fullmatch(r"(services|tests|docs|charts|operator|components)/[\w./-]*", t)]
+    paths = [t for t in spans if re.fullmatch(r"(services|tests|docs|charts|operator|components|scripts)/[\w./-]*", t)]
     assert [p for p in paths if not (REPO_ROOT / p).exists()] == [], "paths that do not exist"
-    known = set(env_names(Settings)) | set(env_names(OperatorConfig))
+    known = set(env_names(Settings)) | set(env_names(OperatorConfig)) | harness_variables()
     for variable in re.findall(r"BAEDAL_[A-Z0-9_]*", text):
         if variable.endswith("_"):  # a family, e.g. BAEDAL_CHAOS_*
             assert any(k.startswith(variable) for k in known), variable
