@@ -17,7 +17,7 @@ import httpx
 
 from services.restaurant_operator.config import OperatorConfig
 from services.runtime.auth import Role, TokenIssuer, load_secret
-from services.runtime.dapr.sidecar import DaprPublisher, Sidecar
+from services.runtime.dapr.sidecar import DaprPublisher, Sidecar, SidecarUnavailable
 from services.runtime.events import OutboundEvent
 from services.runtime.failures import CouldNotRun, response_detail
 
@@ -103,8 +103,8 @@ class DaprCatalogPublisher:
             if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT):
                 raise PublishRejected(f"Dapr refused the event: {exc}") from exc
             raise PublishError(f"Dapr did not take the event: {exc}") from exc
-        except TimeoutError as exc:
-            raise PublishError(f"the Dapr sidecar does not answer: {exc}") from exc
+        except SidecarUnavailable as exc:
+            raise PublishError(str(exc)) from exc
         finally:
             await sidecar.close()
 
