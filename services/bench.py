@@ -28,14 +28,14 @@ from urllib.parse import urlsplit
 import aiohttp
 import httpx
 import orjson
-import typer
 
 from services.audit import audit
 from services.bootstrap import SERVICES
 from services.payment.domain import MAX_TOP_UP
-from services.runtime.auth import SECRET_FILE, Role, TokenIssuer, load_or_create_secret
+from services.runtime.auth import Role, TokenIssuer, load_secret
 from services.runtime.clock import parse_iso
 from services.runtime.db import PostgresDatabase
+from services.runtime.failures import CouldNotRun, raise_if_unusable
 from services.runtime.process import spawn_child
 
 RESTAURANTS = 10
@@ -56,7 +56,7 @@ Say = Callable[[str], None]
 Rows = list[dict[str, Any]]
 
 
-class BenchError(RuntimeError):
+class BenchError(CouldNotRun):
     """A run that cannot go on (platform not starting, catalog rejected, ...)."""
 
 
@@ -101,22 +101,18 @@ class Placement:
 
 
 async def run_bench(config: BenchConfig) -> dict[str, Any]:
-    """The figures of one run (see the module docstring). A run that cannot go on prints why and
-    raises ``typer.Exit(2)``, so the CLI shows a message rather than a traceback."""
+    """The figures of one run (see the module docstring). A run that cannot go on raises
+    :class:`CouldNotRun` (:class:`BenchError`, a missing secret) or :class:`httpx.HTTPError`."""
     say = _reporter(config.quiet)
-    try:
-        if config.orders < 1 or config.concurrency < 1 or config.customers < 1:
-            raise BenchError("--orders, --concurrency and --customers must be at least 1")
-        async with _platform(config, say) as target:
-            placement, rows, violations = await _drive(config, target, say)
-    except BenchError as exc:
-        print(f"Error: {exc}", file=sys.stderr, flush=True)
-        raise typer.Exit(2) from exc
+    if config.orders < 1 or config.concurrency < 1 or config.customers < 1:
+        raise BenchError("--orders, --concurrency and --customers must be at least 1")
+    async with _platform(config, say) as target:
+        placement, rows, violations = await _drive(config, target, say)
     return _result(config, target, placement, rows, violations)
 
 
 async def _drive(config: BenchConfig, target: Target, say: Say) -> tuple[Placement, Rows, int]:
-    tokens = TokenIssuer(load_or_create_secret(target.data_dir))
+    tokens = TokenIssuer(load_secret(target.data_dir))  # created by the platform: a new one would not do
     customers = [f"bench-c{i}" for i in range(config.customers)]
     auth = {c: {"Authorization": f"Bearer {tokens.issue(Role.CUSTOMER, c)}"} for c in customers}
     # uvicorn closes connections idle for 5 s, httpx's default expiry is also 5 s: reusing one in that
@@ -173,9 +169,6 @@ async def _platform(config: BenchConfig, say: Say) -> AsyncIterator[Target]:
 def _existing(config: BenchConfig) -> Target:
     assert config.url is not None
     data_dir = config.data_dir or Path(os.environ.get("BAEDAL_DATA_DIR", ".baedal"))
-    if not (data_dir / SECRET_FILE).exists():
-        # Creating a secret here would only mint tokens the platform rejects.
-        raise BenchError(f"no signing secret in {data_dir}; pass --data-dir of the platform at {config.url}")
     return Target(config.url.rstrip("/"), data_dir, _listener_pid(config.url))
 
 
@@ -211,18 +204,22 @@ async def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -
     async with httpx.AsyncClient(base_url=url, timeout=5.0) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise BenchError(f"the platform exited with {proc.returncode}:\n{_tail(log_path)}")
+                raise _gave_up(f"the platform exited with {proc.returncode}", log_path)
             try:
                 if (await client.get("/readyz")).status_code == 200:
                     return
             except httpx.TransportError:
                 pass  # not listening yet
             await asyncio.sleep(0.1)
-    raise BenchError(f"the platform was not ready within {READY_TIMEOUT_S:.0f}s:\n{_tail(log_path)}")
+    raise _gave_up(f"the platform was not ready within {READY_TIMEOUT_S:.0f}s", log_path)
 
 
-def _tail(path: Path, lines: int = 12) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+def _gave_up(reason: str, log_path: Path, lines: int = 12) -> BenchError:
+    """The platform's last log lines on stderr (its data dir is about to go), then the error:
+    one line, like every other reason the bench could not run."""
+    tail = log_path.read_text(errors="replace").splitlines()[-lines:]
+    print("\n".join(f"[platform] {line}" for line in tail), file=sys.stderr, flush=True)
+    return BenchError(f"{reason} (its last log lines are above)")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -419,7 +416,7 @@ async def _pool(count: int, concurrency: int, job: Callable[[int], Awaitable[Non
 
 async def _load_catalog(client: httpx.AsyncClient, say: Say) -> None:
     for index in range(RESTAURANTS):
-        response = await client.post("/admin/restaurants", json=_manifest(index))
+        response = raise_if_unusable(await client.post("/admin/restaurants", json=_manifest(index)))
         if not response.is_success:
             raise BenchError(f"manifest bench-r{index} rejected: {response.status_code} {response.text}")
     # The order service validates against its own read store, which catalog events fill asynchronously.

@@ -8,36 +8,95 @@ import logging
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
+from typer.core import TyperGroup
 
-from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
+from services.runtime.auth import Role, TokenIssuer, load_secret
+from services.runtime.failures import CouldNotRun, raise_if_unusable, response_detail, transport_failure
 from services.runtime.process import spawn_child
 from services.runtime.settings import Settings
 
-app = typer.Typer(help="Baedal: food-delivery ordering platform.", no_args_is_help=True, add_completion=False)
+# Exit codes: 0 done, 1 the answer is "no" (an audit violation, a rejected manifest), 2 could not run.
+FOUND_A_PROBLEM = 1
+COULD_NOT_RUN = 2
+REFUSED_HINT = " (a token of this platform: its --data-dir, or --token)"
+
+
+class BaedalGroup(TyperGroup):
+    """Every verb's failure to run is one line on stderr and exit code 2; ``--debug`` adds the
+    traceback. Usage errors and typer's own exits pass through."""
+
+    def invoke(self, ctx: Any) -> Any:  # ctx: the click Context vendored in typer (private)
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException, EOFError, BrokenPipeError):
+            raise  # typer's own: exits, usage errors (TyperExceptions), end of input, closed pipe
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            typer.echo(f"Error: {' '.join(_reason(exc).split())}", err=True)
+            raise typer.Exit(COULD_NOT_RUN) from exc
+
+
+def _reason(exc: Exception) -> str:
+    """What kept the verb from running, for a person; anything unexpected (a bug) by its type."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        response, request = exc.response, exc.request
+        hint = REFUSED_HINT if response.status_code in (401, 403) else ""
+        answer = f"{response.status_code} {response.reason_phrase}: {response_detail(response)}"
+        return f"{request.method} {request.url} answered {answer}{hint}"
+    if isinstance(exc, httpx.TransportError):  # refused, timed out, unknown host, ...
+        return f"could not reach {exc.request.url}: {transport_failure(exc)}"
+    if isinstance(exc, CouldNotRun):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc} (--debug shows the traceback)"
+
+
+app = typer.Typer(
+    cls=BaedalGroup, help="Baedal: food-delivery ordering platform.", no_args_is_help=True, add_completion=False
+)
 dlq = typer.Typer(help="Inspect and re-drive dead-lettered events.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
+Debug = Annotated[bool, typer.Option("--debug", help="on an error, show the traceback too")]
+
+
+@app.callback()
+def _options(debug: Debug = False) -> None:
+    """Options of every verb (the group reads them from its context)."""
+
+
+def _checked_url(url: str | None) -> str | None:
+    """Refuse a malformed URL before anything is sent."""
+    if url is None:
+        return None
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise CouldNotRun(f"malformed URL {url!r}: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise CouldNotRun(f"malformed URL {url!r}: expected http(s)://HOST[:PORT]")
+    return url
+
+
 DataDir = Annotated[
     Path, typer.Option("--data-dir", envvar="BAEDAL_DATA_DIR", help="data dir (default $BAEDAL_DATA_DIR or ./.baedal)")
 ]
-Url = Annotated[str, typer.Option("--url", help="base URL of a running platform")]
+Url = Annotated[str, typer.Option("--url", callback=_checked_url, help="base URL of a running platform")]
 Token = Annotated[str | None, typer.Option("--token", help="bearer token (default: admin, from the data dir)")]
 
 
 def _admin_client(url: str, data_dir: Path, token: str | None, timeout: float = 60.0) -> httpx.AsyncClient:
     if token is None:
-        secret_file = data_dir / "jwt-secret"
-        if not secret_file.exists():
-            raise typer.BadParameter(f"no signing secret in {data_dir}; pass --data-dir of the platform or --token")
-        token = TokenIssuer(load_or_create_secret(data_dir)).issue(Role.ADMIN, "baedal-cli")
+        token = TokenIssuer(load_secret(data_dir)).issue(Role.ADMIN, "baedal-cli")
     return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
 
@@ -47,8 +106,8 @@ def _print_json(value: Any) -> None:
 
 @app.command()
 def up(
-    port: Annotated[int, typer.Option(help="HTTP port of the gateway")] = 8000,
-    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="BAEDAL_PORT", help="HTTP port of the gateway")] = 8000,
+    host: Annotated[str, typer.Option(envvar="BAEDAL_HOST", help="interface to listen on")] = "127.0.0.1",
     data_dir: DataDir = Path(".baedal"),
     database_url: Annotated[
         str | None, typer.Option(help="PostgreSQL URL (default: SQLite under the data dir)")
@@ -66,7 +125,7 @@ def up(
     from services.bootstrap import Platform
     from services.gateway import create_app
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _start_logging(log_level)
     overrides: dict[str, Any] = {"port": port, "host": host, "data_dir": data_dir}
     if database_url:
         overrides["database_url"] = database_url
@@ -88,6 +147,10 @@ def up(
         if simulator is not None:
             simulator.terminate()
             simulator.wait(10)
+
+
+def _start_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _start_simulator(host: str, port: int) -> subprocess.Popen[bytes]:
@@ -117,8 +180,8 @@ def token(
     data_dir: DataDir = Path(".baedal"),
     ttl: Annotated[int, typer.Option(min=1, help="lifetime in seconds")] = 12 * 3600,
 ) -> None:
-    """Print a bearer token signed with the data dir's secret."""
-    typer.echo(TokenIssuer(load_or_create_secret(data_dir)).issue(role, subject, ttl))
+    """Print a bearer token signed with the secret of a platform's data dir."""
+    typer.echo(TokenIssuer(load_secret(data_dir)).issue(role, subject, ttl))
 
 
 @app.command()
@@ -136,17 +199,17 @@ def apply(
         async with _admin_client(url, data_dir, token) as client:
             for document in load_manifests(file):
                 name = (document.get("metadata") or {}).get("name", "?")
-                response = await client.post("/admin/restaurants", json=document)
+                response = raise_if_unusable(await client.post("/admin/restaurants", json=document))
                 if response.is_success:
                     result = response.json()
                     verb = "configured" if result["changed"] else "unchanged"
                     typer.echo(f"restaurant.baedal.io/{name} {verb} (generation {result['generation']})")
                 else:
                     failures += 1
-                    typer.echo(f"restaurant.baedal.io/{name} rejected: {response.json().get('detail')}", err=True)
+                    typer.echo(f"restaurant.baedal.io/{name} rejected: {response_detail(response)}", err=True)
         return failures
 
-    raise typer.Exit(1 if asyncio.run(run()) else 0)
+    raise typer.Exit(FOUND_A_PROBLEM if asyncio.run(run()) else 0)
 
 
 @app.command()
@@ -165,7 +228,7 @@ def audit(
 
     report = asyncio.run(run())
     _print_json(report)
-    raise typer.Exit(0 if report["ok"] else 1)
+    raise typer.Exit(0 if report["ok"] else FOUND_A_PROBLEM)
 
 
 @app.command("operator")
@@ -187,13 +250,11 @@ def operator_(
     """Run the Restaurant operator: Restaurant resources of the current kubeconfig's cluster (or the
     pod's service account) become catalog events of the platform (BAEDAL_RUNTIME: embedded, at --url)."""
     from services.restaurant_operator.config import OperatorConfig
-    from services.restaurant_operator.handlers import run
+    from services.restaurant_operator.handlers import preflight, run
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        run(OperatorConfig(url=url, data_dir=data_dir, token=token), namespace or [], liveness)
-    except ValueError as exc:  # no publisher for this configuration
-        raise typer.BadParameter(str(exc)) from exc
+    context = preflight(OperatorConfig(url=url, data_dir=data_dir, token=token))
+    _start_logging(log_level)  # after the checks: a refusal is one line, no log lines before it
+    run(context, namespace or [], liveness)
 
 
 @dlq.command("list")
@@ -220,11 +281,11 @@ def dlq_replay(
 
     async def run() -> httpx.Response:
         async with _admin_client(url, data_dir, token) as client:
-            return await client.post(f"/admin/dlq/{letter_id}/replay")
+            return raise_if_unusable(await client.post(f"/admin/dlq/{letter_id}/replay"))
 
     response = asyncio.run(run())
     _print_json(response.json())
-    raise typer.Exit(0 if response.is_success else 1)
+    raise typer.Exit(0 if response.is_success else FOUND_A_PROBLEM)
 
 
 @app.command()
@@ -233,7 +294,9 @@ def bench(
     concurrency: Annotated[int, typer.Option(help="orders in flight at once (at most, with --rate)")] = 64,
     rate: Annotated[float | None, typer.Option(min=1, help="open loop: start this many orders per second")] = None,
     database_url: Annotated[str | None, typer.Option(help="run the platform on PostgreSQL")] = None,
-    url: Annotated[str | None, typer.Option(help="drive an already running platform instead")] = None,
+    url: Annotated[
+        str | None, typer.Option(callback=_checked_url, help="drive an already running platform instead")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="with --url: that platform's data dir")] = None,
     customers: Annotated[int, typer.Option(help="funded customers")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON result")] = False,
@@ -253,7 +316,7 @@ def bench(
     )
     result = asyncio.run(run_bench(config))
     typer.echo(json.dumps(result, indent=None if as_json else 2))
-    raise typer.Exit(0 if result["violations"] == 0 else 1)
+    raise typer.Exit(0 if result["violations"] == 0 else FOUND_A_PROBLEM)
 
 
 def main() -> None:  # pragma: no cover - console entry convenience

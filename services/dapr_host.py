@@ -18,12 +18,13 @@ from fastapi import FastAPI
 
 from services.bootstrap import EXTRA_SCHEMA, SERVICES, build_service, make_database, token_issuer, wire
 from services.gateway import SERVICE_ROUTERS
-from services.runtime.api import BodySizeLimit, probes
+from services.runtime.api import BodySizeLimit, OneLineStartupFailure, probes
 from services.runtime.dapr.sidecar import DaprOutputBinding, DaprPaymentGateway, Sidecar
 from services.runtime.dapr.state import DIRECTORY_SCHEMA, DaprStateStore, KeyDirectory
 from services.runtime.dapr.subscriber import DaprSubscriber
 from services.runtime.embedded.storage import ServiceDb
 from services.runtime.errors import install_error_handlers
+from services.runtime.process import stop_requested
 from services.runtime.settings import Settings
 
 log = logging.getLogger("baedal")
@@ -38,7 +39,7 @@ class ServiceHost:
         self.name = name
         self.settings = settings
         dapr = settings.dapr
-        self.sidecar = Sidecar()
+        self.sidecar = Sidecar(dapr.sidecar_timeout_s)
         self.db = ServiceDb(name, make_database(settings, name))
         self.store = DaprStateStore(self.sidecar, name, dapr.store_of(name), KeyDirectory(self.db), dapr.retention_s)
         gateway = DaprPaymentGateway(
@@ -59,7 +60,8 @@ class ServiceHost:
 
     async def start(self) -> None:
         await self.db.open([*EXTRA_SCHEMA.get(self.name, ()), *DIRECTORY_SCHEMA])
-        await self.sidecar.connect()
+        with stop_requested() as stop:  # SIGTERM while daprd is not there yet: stop now
+            await self.sidecar.connect(stop)
         self.started = True
         log.info("%s is up behind its Dapr sidecar; it reads %s", self.name, ", ".join(self.subscriber.streams()))
 
@@ -105,4 +107,5 @@ def create_service_app(name: str, settings: Settings | None = None) -> FastAPI:
     app.include_router(probes)
     host.subscriber.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OneLineStartupFailure)
     return app

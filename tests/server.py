@@ -1,16 +1,21 @@
-"""A real ``baedal up`` process for tests that need one (crash, CLI)."""
+"""A real ``baedal up`` process for tests that need one (crash, CLI), and a stand-in platform
+whose answers a test chooses."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -24,31 +29,29 @@ def free_port() -> int:
 class Server:
     """A ``baedal up`` process that is always stopped, whatever happens in the test."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str], host: str = "127.0.0.1", flags: bool = True) -> None:
         self.data_dir = data_dir
         self.env = env
+        self.host = host
         self.port = free_port()
+        # False: host, port and data dir reach ``baedal up`` as BAEDAL_HOST, BAEDAL_PORT, BAEDAL_DATA_DIR.
+        self.flags = flags
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "services",
-            "up",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-            "--log-level",
-            "warning",
-        ]
+        where = {"host": self.host, "port": str(self.port), "data-dir": str(self.data_dir)}
+        command = [sys.executable, "-m", "services", "up", "--log-level", "warning"]
+        env = self.env
+        if self.flags:
+            command += [arg for name, value in where.items() for arg in (f"--{name}", value)]
+        else:
+            env = env | {f"BAEDAL_{name.replace('-', '_').upper()}": value for name, value in where.items()}
         log = (self.data_dir.parent / f"server-{self.port}.log").open("ab")
-        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, "baedal up exited during start-up"
@@ -86,3 +89,42 @@ def running(server: Server) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+# What a stand-in platform answers a path it has no answer for: a server error.
+BROKEN = (500, {"type": "about:blank", "status": 500, "detail": "the database is down"})
+
+
+@contextmanager
+def stand_in(answers: dict[str, tuple[int, Any]] | None = None) -> Iterator[str]:
+    """An HTTP server (its URL) answering each path with a canned status and JSON body, any other
+    path with :data:`BROKEN`, whatever the method and token."""
+    table = answers or {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            status, body = table.get(self.path.split("?")[0], BROKEN)
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet test output
+
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a client that hung up mid-answer (it gave up after another request failed)
+
+    server = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

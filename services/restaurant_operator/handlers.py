@@ -23,8 +23,15 @@ from pydantic import ValidationError
 from services.catalog.manifest import RestaurantResource, describe
 from services.catalog.reconcile import reconcile, reconcile_removal
 from services.restaurant_operator import crd
+from services.restaurant_operator.cluster import check_cluster
 from services.restaurant_operator.config import OperatorConfig
-from services.restaurant_operator.publisher import CatalogPublisher, PublishError, PublishRejected, make_publisher
+from services.restaurant_operator.publisher import (
+    CatalogPublisher,
+    PublishError,
+    PublishRejected,
+    check_platform,
+    make_publisher,
+)
 from services.restaurant_operator.status import Status, is_synced, not_synced, now, published
 
 SOURCE = "restaurant-operator"
@@ -156,9 +163,19 @@ async def _publish(
     context.last_published_at = now()
 
 
-def run(config: OperatorConfig, namespaces: list[str], liveness: str | None = None) -> None:
-    """``baedal operator``: these handlers, in this process, for the given namespaces (or all)."""
+def preflight(config: OperatorConfig) -> OperatorContext:
+    """What ``baedal operator`` checks before it starts: a publisher for the configuration, the
+    platform taking its token (embedded), a cluster to watch. Raises :class:`CouldNotRun` or
+    :class:`httpx.HTTPError`; later outages are retried instead (``Synced=False``)."""
     context = OperatorContext(config, make_publisher(config))
+    if config.runtime == "embedded":
+        check_platform(config)
+    check_cluster()
+    return context
+
+
+def run(context: OperatorContext, namespaces: list[str], liveness: str | None = None) -> None:
+    """``baedal operator``: these handlers, in this process, for the given namespaces (or all)."""
     operator = kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -16,11 +16,14 @@ import grpc
 import httpx
 
 from services.restaurant_operator.config import OperatorConfig
-from services.runtime.auth import SECRET_FILE, Role, TokenIssuer, load_or_create_secret
-from services.runtime.dapr.sidecar import DaprPublisher, Sidecar
+from services.runtime.auth import Role, TokenIssuer, load_secret
+from services.runtime.dapr.sidecar import DaprPublisher, Sidecar, SidecarUnavailable
 from services.runtime.events import OutboundEvent
+from services.runtime.failures import CouldNotRun, response_detail
 
 EVENTS_PATH = "/admin/catalog/events"
+# An admin read with no side effects: answers only a token the platform accepts.
+CHECK_PATH = "/admin/backlog"
 TOKEN_SUBJECT = "restaurant-operator"
 TOKEN_TTL_S = 300
 
@@ -56,17 +59,10 @@ class EmbeddedCatalogPublisher:
             raise PublishError(f"platform at {self.url} unreachable: {type(exc).__name__}: {exc}") from exc
         if response.is_success:
             return
-        detail = _detail(response)
+        detail = response_detail(response)
         if response.status_code == 422:
             raise PublishRejected(detail)
         raise PublishError(f"platform at {self.url} answered {response.status_code}: {detail}")
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("detail") or response.text)
-    except ValueError:
-        return response.text[:200]
 
 
 def admin_token(config: OperatorConfig) -> Callable[[], str]:
@@ -74,14 +70,20 @@ def admin_token(config: OperatorConfig) -> Callable[[], str]:
     if config.token:
         token = config.token
         return lambda: token
-    if not (config.data_dir / SECRET_FILE).exists():  # a new secret would sign tokens nobody accepts
-        raise ValueError(f"no signing secret in {config.data_dir}: give the platform's data dir or a token")
-    issuer = TokenIssuer(load_or_create_secret(config.data_dir))
+    issuer = TokenIssuer(load_secret(config.data_dir))
     return lambda: issuer.issue(Role.ADMIN, TOKEN_SUBJECT, TOKEN_TTL_S)
 
 
 def embedded_publisher(config: OperatorConfig) -> CatalogPublisher:
     return EmbeddedCatalogPublisher(config.url, admin_token(config), config.request_timeout_s)
+
+
+def check_platform(config: OperatorConfig) -> None:
+    """Fail at start, not at the first resource, when the platform is unreachable or refuses the
+    token (:class:`httpx.HTTPError`). Later outages are retried: they show as ``Synced=False``."""
+    headers = {"Authorization": f"Bearer {admin_token(config)()}"}
+    with httpx.Client(base_url=config.url, timeout=config.request_timeout_s) as client:
+        client.get(CHECK_PATH, headers=headers).raise_for_status()
 
 
 class DaprCatalogPublisher:
@@ -101,8 +103,8 @@ class DaprCatalogPublisher:
             if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT):
                 raise PublishRejected(f"Dapr refused the event: {exc}") from exc
             raise PublishError(f"Dapr did not take the event: {exc}") from exc
-        except TimeoutError as exc:
-            raise PublishError(f"the Dapr sidecar does not answer: {exc}") from exc
+        except SidecarUnavailable as exc:
+            raise PublishError(str(exc)) from exc
         finally:
             await sidecar.close()
 
@@ -122,5 +124,5 @@ def make_publisher(config: OperatorConfig) -> CatalogPublisher:
         factory = ADAPTERS[config.runtime]
     except KeyError:
         known = ", ".join(ADAPTERS)
-        raise ValueError(f"no catalog publisher for runtime {config.runtime!r} (known: {known})") from None
+        raise CouldNotRun(f"no catalog publisher for runtime {config.runtime!r} (known: {known})") from None
     return factory(config)

@@ -1,7 +1,9 @@
-"""Shared pieces of the HTTP layer: request models' base, paging, and the body-size guard."""
+"""Shared pieces of the HTTP layer: request models' base, paging, the body-size guard, and
+readable start-up failures."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import orjson
@@ -12,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.runtime.errors import problem
+from services.runtime.failures import CouldNotRun
 
 
 class Body(BaseModel):
@@ -62,6 +65,28 @@ class BodySizeLimit:
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem(413, "PAYLOAD_TOO_LARGE", f"request bodies are limited to {self.max_bytes} bytes")
         await response(scope, receive, send)
+
+
+class OneLineStartupFailure:
+    """When start-up fails for a reason outside the program (:class:`CouldNotRun`, such as no
+    sidecar), the server logs its one-line message instead of the traceback Starlette sends."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_one_line(message: Message) -> None:
+            # Starlette sends "startup.failed" from the ``except`` block that caught the error.
+            failure = sys.exc_info()[1]
+            if message["type"] == "lifespan.startup.failed" and isinstance(failure, CouldNotRun):
+                message = {**message, "message": str(failure)}
+            await send(message)
+
+        await self.app(scope, receive, send_one_line)
 
 
 class _TooLarge(StarletteHTTPException):

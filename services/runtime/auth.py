@@ -15,6 +15,7 @@ import jwt
 from fastapi import Depends, Request
 
 from services.runtime.errors import ApiError
+from services.runtime.failures import CouldNotRun
 
 SECRET_FILE = "jwt-secret"
 VERIFIED_CACHE_SIZE = 10_000
@@ -39,11 +40,27 @@ class Principal:
         return self.role is Role.ADMIN
 
 
+class MissingSecret(CouldNotRun):
+    """A client found no signing secret: a new one would only sign tokens the platform rejects."""
+
+
+def load_secret(data_dir: Path) -> str:
+    """The signing secret of an existing data dir, for clients of a running platform."""
+    path = data_dir / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise MissingSecret(
+            f"no signing secret {path}: give the data dir of the running platform (--data-dir or BAEDAL_DATA_DIR)"
+        ) from None
+
+
 def load_or_create_secret(data_dir: Path) -> str:
-    """The data dir's signing secret; created (mode 0600) the first time it is needed."""
+    """The data dir's signing secret; created (mode 0600) on the platform's first start. Only the
+    platform, which owns the data dir, may create it; its clients use :func:`load_secret`."""
     path = data_dir / SECRET_FILE
     if path.exists():
-        return path.read_text().strip()
+        return load_secret(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -38,6 +38,8 @@ class DaprSettings(BaseSettings):
     paygate_binding: str = "paygate"
     # How long inbox entries and outbox event keys live in the state store.
     retention_s: int = Field(7 * 86400, ge=60)
+    # How long a service waits at start for its sidecar to answer before it exits.
+    sidecar_timeout_s: float = Field(60.0, gt=0)
 
     def store_of(self, service: str) -> str:
         return self.state_store.format(service=service)
