@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from services.cli import app as cli
 from services.gateway import ROUTES, SERVICE_ROUTERS, create_app
+from services.runtime.auth import load_or_create_secret
 from tests.conftest import ORDER_BODY, Api, PlatformFactory, api_for
 
 PROBLEM = "application/problem+json"
@@ -142,6 +143,7 @@ async def test_cli_token_is_accepted_by_the_platform_on_that_data_dir(
     make_platform: PlatformFactory, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "cli-data"
+    platform = await make_platform(data_dir=data_dir)  # the platform makes the data dir's secret
     customer = _cli_token(data_dir, "customer", "cust-cli")
     admin = _cli_token(data_dir, "admin", "ops")
     claims = jwt.decode(customer, options={"verify_signature": False})
@@ -149,7 +151,6 @@ async def test_cli_token_is_accepted_by_the_platform_on_that_data_dir(
     assert claims["role"] == "customer"
     assert isinstance(claims["exp"], int)
 
-    platform = await make_platform(data_dir=data_dir)
     api = api_for(platform)
     try:
         await api.settle()
@@ -174,6 +175,7 @@ async def test_cli_token_is_accepted_by_the_platform_on_that_data_dir(
 
 async def test_cli_token_of_another_data_dir_is_401(make_platform: PlatformFactory, tmp_path: Path) -> None:
     platform = await make_platform(data_dir=tmp_path / "platform")
+    load_or_create_secret(tmp_path / "elsewhere")  # another platform's data dir
     foreign = _cli_token(tmp_path / "elsewhere", "admin", "ops")
     app = create_app(platform, manage_lifecycle=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://baedal") as client:
