@@ -1,5 +1,5 @@
 """``python -m services`` is the ``baedal`` command."""
 
-from services.cli import app
+from services.entrypoints.cli import app
 
 app()

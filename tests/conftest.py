@@ -26,13 +26,13 @@ from typing import Any
 import httpx
 import pytest
 
-from services.audit import audit
-from services.bootstrap import SERVICES, Platform
-from services.gateway import create_app
+from services.entrypoints.bootstrap import SERVICES, Platform
+from services.entrypoints.gateway import create_app
 from services.runtime.auth import Role
-from services.runtime.db import PostgresDatabase
 from services.runtime.errors import PROBLEM
 from services.runtime.settings import ChaosSettings, Settings
+from services.runtime.sql.db import PostgresDatabase
+from services.tools.audit import audit
 
 PG_URL = os.environ.get("BAEDAL_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
 REQUIRE_PG = os.environ.get("BAEDAL_REQUIRE_POSTGRES") == "1"
@@ -203,7 +203,7 @@ def paygate_process() -> Iterator[str]:
     from tests.server import free_port
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "services.paygate", "--port", str(port)])
+    process = subprocess.Popen([sys.executable, "-m", "services.tools.paygate", "--port", str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):

@@ -1,5 +1,5 @@
-"""Services on the Dapr runtime as real processes (``uvicorn services.<name>.app:app``), each with
-its own fake sidecar, and the Dapr gateway in front of them (``services.gateway_dapr``), which
+"""Services on the Dapr runtime as real processes (``uvicorn services.entrypoints.apps.<name>:app``), each with
+its own fake sidecar, and the Dapr gateway in front of them (``services.entrypoints.gateway_dapr``), which
 reaches them through Dapr service invocation."""
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ class DaprCluster:
             "BAEDAL_JWT_SECRET": self.secret,
             **self.env,
         }
-        module = "services.gateway_dapr:app" if name == "gateway" else f"services.{name}.app:app"
+        module = (
+            "services.entrypoints.gateway_dapr:app" if name == "gateway" else f"services.entrypoints.apps.{name}:app"
+        )
         command = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1"]
         command += ["--port", str(self.ports[name]), "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
         log = (self.data_dir / f"{name}.log").open("ab")

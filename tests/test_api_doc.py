@@ -22,18 +22,18 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from services.audit import TICKET_STATES_FOR
-from services.bootstrap import Platform
 from services.delivery.domain import DeliveryStatus
-from services.gateway import ROUTES, SERVICE_ROUTERS, create_app, ops
+from services.entrypoints.bootstrap import Platform
+from services.entrypoints.gateway import ROUTES, SERVICE_ROUTERS, create_app, ops
 from services.order.api import PaymentIn
 from services.order.domain import CancelReason, OrderStatus
 from services.payment.domain import FailureReason, PaymentStatus
 from services.restaurant.domain import TicketStatus
 from services.runtime import errors
-from services.runtime.api import probes
 from services.runtime.auth import Role
 from services.runtime.settings import Settings
+from services.runtime.web.api import probes
+from services.tools.audit import TICKET_STATES_FOR
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "api.md"
@@ -202,7 +202,7 @@ def _codes_in_source() -> dict[str, set[int | None]]:
 def test_the_source_scan_finds_the_codes_it_should() -> None:
     """The scan itself works: codes from each kind of call are found with their statuses."""
     codes = _codes_in_source()
-    assert codes["DEAD_LETTER_NOT_FOUND"] == {404}  # ApiError in services/gateway.py
+    assert codes["DEAD_LETTER_NOT_FOUND"] == {404}  # ApiError in services/entrypoints/gateway.py
     assert codes["PAYLOAD_TOO_LARGE"] == {413}  # problem() in runtime/api.py and _HTTP_CODES
     assert codes["SERVICE_UNAVAILABLE"] == {503}  # problem() in the Dapr gateway
     assert codes["DELIVERY_ALREADY_CLAIMED"] == {409}  # DomainError + DOMAIN_STATUS

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.gateway import create_app
+from services.entrypoints.gateway import create_app
 from services.runtime.errors import PROBLEM
 from tests.conftest import ORDER_BODY, Api, assert_problem, order_body
 from tests.manifests import BAD_MANIFESTS

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from services.cli import app
+from services.entrypoints.cli import app
 from tests.conftest import EXAMPLES
 from tests.server import Server, clean_env, free_port, running, stand_in
 

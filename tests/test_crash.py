@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.audit import audit
-from services.bootstrap import SERVICES
+from services.entrypoints.bootstrap import SERVICES
 from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
-from services.runtime.db import PostgresDatabase
+from services.runtime.sql.db import PostgresDatabase
+from services.tools.audit import audit
 from tests.conftest import BACKENDS, EXAMPLES, ORDER_BODY, PG_URL, _require_postgres
 from tests.server import Server
 

@@ -24,10 +24,10 @@ from services.runtime.dapr.state import (
     KeyDirectory,
     is_conflict,
 )
-from services.runtime.db import SqliteDatabase
 from services.runtime.embedded.storage import ServiceDb
 from services.runtime.events import OutboundEvent
 from services.runtime.ports import ConcurrencyConflict, Delete, Put, retry_on_conflict
+from services.runtime.sql.db import SqliteDatabase
 from tests.fake_dapr import FakeDapr
 from tests.server import free_port
 from tests.test_notifications import Webhook, serving

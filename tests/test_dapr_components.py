@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from services.bootstrap import SERVICES
-from services.dapr_host import ServiceHost
+from services.entrypoints.bootstrap import SERVICES
+from services.entrypoints.dapr_host import ServiceHost
 from services.runtime.settings import Settings
 from services.topics import PUBLISHERS, dead_letters_of, stream_of
 from tests.fake_dapr import COMPONENTS, Component, load_components
@@ -117,13 +117,13 @@ def test_the_multi_app_run_file_starts_every_service_on_its_own_app_module() -> 
     apps = {app["appID"]: app for app in run["apps"]}
     assert set(apps) == set(SERVICES)
     for name, app in apps.items():
-        assert f"services.{name}.app:app" in app["command"]
+        assert f"services.entrypoints.apps.{name}:app" in app["command"]
         assert str(app["appPort"]) in app["command"]
-        assert (ROOT / "services" / name / "app.py").exists()
+        assert (ROOT / "services" / "entrypoints" / "apps" / f"{name}.py").exists()
 
 
 def test_a_service_app_runs_only_on_the_dapr_runtime(tmp_path: Path) -> None:
-    from services.dapr_host import create_service_app
+    from services.entrypoints.dapr_host import create_service_app
 
     with pytest.raises(RuntimeError, match="BAEDAL_RUNTIME=dapr"):
         create_service_app("order", Settings(data_dir=tmp_path))

@@ -14,12 +14,12 @@ import pytest
 import yaml
 from dapr.conf import settings as dapr_settings
 
-from services.audit import audit
-from services.bootstrap import SERVICES
 from services.catalog.manifest import RestaurantResource
 from services.catalog.reconcile import reconcile, reconcile_removal
+from services.entrypoints.bootstrap import SERVICES
 from services.restaurant_operator.config import OperatorConfig
 from services.restaurant_operator.publisher import make_publisher
+from services.tools.audit import audit
 from tests.conftest import EXAMPLES, Api, order_body
 from tests.dapr_cluster import DaprCluster
 from tests.server import free_port

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from services.bootstrap import SERVICES
+from services.entrypoints.bootstrap import SERVICES
 from services.runtime.events import OutboundEvent
 from services.topics import dead_letters_of
 from tests.dapr_cluster import DaprCluster

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.db import SqliteDatabase
 from services.runtime.embedded.dispatcher import Dispatcher
 from services.runtime.embedded.storage import ServiceDb, SqlStateStore
 from services.runtime.events import Event, OutboundEvent
 from services.runtime.ports import DropEvent, Put, Subscription
 from services.runtime.settings import ChaosSettings, Settings
+from services.runtime.sql.db import SqliteDatabase
 
 
 class Counter:

@@ -22,13 +22,13 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from services import topics
-from services.bootstrap import SERVICES, Platform, wire
 from services.catalog.manifest import RestaurantResource, load_manifests
 from services.catalog.reconcile import removal_event, snapshot_event
-from services.cli import app as cli
 from services.delivery.domain import Delivery, DeliveryStatus
 from services.delivery.handlers import status_changed as delivery_changed
-from services.gateway import ROUTES, ops
+from services.entrypoints.bootstrap import SERVICES, Platform, wire
+from services.entrypoints.cli import app as cli
+from services.entrypoints.gateway import ROUTES, ops
 from services.order.domain import CancelReason, Order, OrderStatus
 from services.order.handlers import cancel_requested, paid, placed, status_changed
 from services.payment.domain import FailureReason, Payment, PaymentStatus
@@ -37,10 +37,10 @@ from services.restaurant.domain import RejectReason, Ticket, TicketStatus
 from services.restaurant.handlers import RestaurantService, _decision
 from services.restaurant_operator.config import OperatorConfig
 from services.restaurant_operator.handlers import SOURCE as OPERATOR_SOURCE
-from services.runtime.api import probes
 from services.runtime.events import Event, OutboundEvent
 from services.runtime.ports import BatchHandler, Handler, Put, Record, Subscription, Write
 from services.runtime.settings import REPO_ROOT, Settings
+from services.runtime.web.api import probes
 
 DOCS = REPO_ROOT / "docs"
 EXAMPLES = REPO_ROOT / "operator" / "examples"

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from services.delivery.domain import MAX_RADIUS_KM, Delivery
 from services.delivery.handlers import DeliveryService
-from services.runtime.api import PathId
 from services.runtime.auth import CurrentPrincipal, Principal, Role, require_role
+from services.runtime.web.api import PathId
 
 router = APIRouter(tags=["deliveries"])
 

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.notification.feed import SqlFeed
-from services.runtime.api import Limit
 from services.runtime.auth import CurrentPrincipal, Principal, Role, require_admin
 from services.runtime.errors import ApiError
+from services.runtime.web.api import Limit
 
 router = APIRouter(tags=["notifications"])
 POLL_S = 0.25

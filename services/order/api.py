@@ -10,9 +10,9 @@ from pydantic import Field, StrictBool, StrictInt, model_validator
 from services.catalog import projection
 from services.order.domain import LineRequest, Order, OrderStatus, PlaceOrder
 from services.order.handlers import OrderService
-from services.runtime.api import SAFE_ID, Body, Limit, Offset, PathId
 from services.runtime.auth import CurrentPrincipal, Principal, Role, require_admin, require_role
 from services.runtime.errors import ApiError
+from services.runtime.web.api import SAFE_ID, Body, Limit, Offset, PathId
 
 router = APIRouter()
 

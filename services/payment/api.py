@@ -9,9 +9,9 @@ from pydantic import Field, StrictInt
 
 from services.payment.domain import MAX_TOP_UP
 from services.payment.handlers import PaymentService
-from services.runtime.api import Body, PathId
 from services.runtime.auth import CurrentPrincipal, Role, require_admin, require_self
 from services.runtime.errors import ApiError
+from services.runtime.web.api import Body, PathId
 
 router = APIRouter(tags=["payments"])
 

@@ -12,9 +12,9 @@ from services.catalog.manifest import RestaurantResource, describe
 from services.catalog.reconcile import catalog_event
 from services.restaurant.domain import Ticket
 from services.restaurant.handlers import RestaurantService
-from services.runtime.api import Body, PathId
 from services.runtime.auth import CurrentPrincipal, Principal, Role, require_admin, require_role
 from services.runtime.errors import ApiError
+from services.runtime.web.api import Body, PathId
 
 router = APIRouter()
 

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BAEDAL_")
 
     # embedded: every service in one process (``baedal up``); dapr: one service per process, each
-    # behind its own Dapr sidecar (``uvicorn services.<name>.app:app``).
+    # behind its own Dapr sidecar (``uvicorn services.entrypoints.apps.<name>:app``).
     runtime: Literal["embedded", "dapr"] = "embedded"
     data_dir: Path = Path(".baedal")
     database_url: str | None = None

@@ -14,9 +14,9 @@ from contextvars import ContextVar
 from typing import Any
 
 from services.runtime.clock import epoch
-from services.runtime.db import Database, Params, Row, TransientDbError, Tx, ddl
 from services.runtime.events import OutboundEvent, dumps, loads
 from services.runtime.ports import ConcurrencyConflict, Delete, Put, Record, Write
+from services.runtime.sql.db import Database, Params, Row, TransientDbError, Tx, ddl
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, etag INTEGER NOT NULL)",

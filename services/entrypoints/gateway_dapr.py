@@ -1,4 +1,4 @@
-"""The gateway on the Dapr runtime: ``BAEDAL_RUNTIME=dapr uvicorn services.gateway_dapr:app``.
+"""The gateway on the Dapr runtime: ``BAEDAL_RUNTIME=dapr uvicorn services.entrypoints.gateway_dapr:app``.
 
 One HTTP entry point (the Ingress sends everything here) that forwards each request, by the same
 routing table as the embedded gateway, to the service that owns it through Dapr service invocation
@@ -17,10 +17,10 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from services.gateway import service_for
-from services.runtime.api import BodySizeLimit, probes
+from services.entrypoints.gateway import service_for
 from services.runtime.errors import problem
 from services.runtime.settings import Settings
+from services.runtime.web.api import BodySizeLimit, probes
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and those the server sets again.
 SKIPPED = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length"})

@@ -1,10 +1,10 @@
-"""``python -m services.paygate --port 8100``: the payment-gateway simulator on its own."""
+"""``python -m services.tools.paygate --port 8100``: the payment-gateway simulator on its own."""
 
 import argparse
 
 import uvicorn
 
-from services.paygate.app import create_app
+from services.tools.paygate.app import create_app
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--host", default="127.0.0.1")

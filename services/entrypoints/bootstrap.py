@@ -22,11 +22,11 @@ from services.payment.gateway import HttpPaymentGateway, PaymentGateway
 from services.payment.handlers import PaymentService
 from services.restaurant.handlers import RestaurantService
 from services.runtime.auth import TokenIssuer, load_or_create_secret
-from services.runtime.db import Database, PostgresDatabase, SqliteDatabase
 from services.runtime.embedded.dispatcher import Dispatcher
 from services.runtime.embedded.storage import ServiceDb, SqlStateStore
 from services.runtime.ports import BatchHandler, Handler, OutputBinding, StateStore, Subscription
 from services.runtime.settings import Settings
+from services.runtime.sql.db import Database, PostgresDatabase, SqliteDatabase
 
 log = logging.getLogger("baedal")
 

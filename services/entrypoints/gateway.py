@@ -14,15 +14,15 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 
-from services.bootstrap import Platform
 from services.delivery.api import router as delivery_router
+from services.entrypoints.bootstrap import Platform
 from services.notification.api import router as notification_router
 from services.order.api import router as order_router
 from services.payment.api import router as payment_router
 from services.restaurant.api import router as restaurant_router
-from services.runtime.api import BodySizeLimit, probes
 from services.runtime.auth import CurrentPrincipal, require_admin
 from services.runtime.errors import ApiError, install_error_handlers
+from services.runtime.web.api import BodySizeLimit, probes
 
 SERVICE_ROUTERS = {
     "order": order_router,

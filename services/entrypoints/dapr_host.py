@@ -1,6 +1,6 @@
 """The wiring of one service on the Dapr runtime: its own process, its own sidecar.
 
-``BAEDAL_RUNTIME=dapr uvicorn services.<name>.app:app`` runs service ``<name>`` (order, payment,
+``BAEDAL_RUNTIME=dapr uvicorn services.entrypoints.apps.<name>:app`` runs service ``<name>`` (order, payment,
 restaurant, delivery, notification) with the same domain and handler code as ``baedal up``; only
 the adapters differ: state, outbox and inbox on a Dapr state store, pub/sub through Dapr
 subscriptions, notifications and the card gateway through Dapr output bindings. Query-side views
@@ -16,9 +16,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.bootstrap import EXTRA_SCHEMA, SERVICES, build_service, make_database, token_issuer, wire
-from services.gateway import SERVICE_ROUTERS
-from services.runtime.api import BodySizeLimit, OneLineStartupFailure, probes
+from services.entrypoints.bootstrap import EXTRA_SCHEMA, SERVICES, build_service, make_database, token_issuer, wire
+from services.entrypoints.gateway import SERVICE_ROUTERS
 from services.runtime.dapr.sidecar import DaprOutputBinding, DaprPaymentGateway, Sidecar
 from services.runtime.dapr.state import DIRECTORY_SCHEMA, DaprStateStore, KeyDirectory
 from services.runtime.dapr.subscriber import DaprSubscriber
@@ -26,6 +25,7 @@ from services.runtime.embedded.storage import ServiceDb
 from services.runtime.errors import install_error_handlers
 from services.runtime.process import stop_requested
 from services.runtime.settings import Settings
+from services.runtime.web.api import BodySizeLimit, OneLineStartupFailure, probes
 
 log = logging.getLogger("baedal")
 
@@ -85,7 +85,7 @@ def create_service_app(name: str, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     if settings.runtime != "dapr":
         raise RuntimeError(
-            f"services.{name}.app runs one service behind its Dapr sidecar: set BAEDAL_RUNTIME=dapr. "
+            f"services.entrypoints.apps.{name} runs one service behind its Dapr sidecar: set BAEDAL_RUNTIME=dapr. "
             "To run every service in one process, use `baedal up`."
         )
     host = ServiceHost(name, settings)

@@ -122,8 +122,8 @@ def up(
     """Run every service in one process (embedded runtime) behind the gateway."""
     import uvicorn
 
-    from services.bootstrap import Platform
-    from services.gateway import create_app
+    from services.entrypoints.bootstrap import Platform
+    from services.entrypoints.gateway import create_app
 
     _start_logging(log_level)
     overrides: dict[str, Any] = {"port": port, "host": host, "data_dir": data_dir}
@@ -156,7 +156,7 @@ def _start_logging(level: str) -> None:
 def _start_simulator(host: str, port: int) -> subprocess.Popen[bytes]:
     """The payment-gateway simulator, a process of its own like the real gateway."""
     typer.echo(f"payment-gateway simulator on http://{host}:{port}")
-    return spawn_child([sys.executable, "-m", "services.paygate", "--host", host, "--port", str(port)])
+    return spawn_child([sys.executable, "-m", "services.tools.paygate", "--host", host, "--port", str(port)])
 
 
 def _serve(uvicorn: Any, asgi_app: Any, host: str, port: int) -> None:
@@ -220,7 +220,7 @@ def audit(
     stuck_after: Annotated[float, typer.Option(help="seconds after which PENDING/CANCELLING counts as stuck")] = 30.0,
 ) -> None:
     """Check the consistency invariants; print a JSON report; exit 1 on any violation."""
-    from services.audit import audit as run_audit
+    from services.tools.audit import audit as run_audit
 
     async def run() -> dict[str, Any]:
         async with _admin_client(url, data_dir, token) as client:
@@ -302,7 +302,7 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON result")] = False,
 ) -> None:
     """Throughput/latency benchmark: place orders over HTTP, wait until settled, audit."""
-    from services.bench import BenchConfig, run_bench
+    from services.tools.bench import BenchConfig, run_bench
 
     config = BenchConfig(
         rate=rate,

@@ -29,14 +29,14 @@ import aiohttp
 import httpx
 import orjson
 
-from services.audit import audit
-from services.bootstrap import SERVICES
+from services.entrypoints.bootstrap import SERVICES
 from services.payment.domain import MAX_TOP_UP
 from services.runtime.auth import Role, TokenIssuer, load_secret
 from services.runtime.clock import parse_iso
-from services.runtime.db import PostgresDatabase
 from services.runtime.failures import CouldNotRun, raise_if_unusable
 from services.runtime.process import spawn_child
+from services.runtime.sql.db import PostgresDatabase
+from services.tools.audit import audit
 
 RESTAURANTS = 10
 MENU_ITEMS = 10

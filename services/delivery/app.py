@@ -1,5 +1,0 @@
-"""The delivery service as its own process: ``BAEDAL_RUNTIME=dapr uvicorn services.delivery.app:app``."""
-
-from services.dapr_host import create_service_app
-
-app = create_service_app("delivery")

@@ -1,0 +1,6 @@
+"""The notification service as its own process, behind its Dapr sidecar:
+``BAEDAL_RUNTIME=dapr uvicorn services.entrypoints.apps.notification:app``."""
+
+from services.entrypoints.dapr_host import create_service_app
+
+app = create_service_app("notification")

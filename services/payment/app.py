@@ -1,5 +1,0 @@
-"""The payment service as its own process: ``BAEDAL_RUNTIME=dapr uvicorn services.payment.app:app``."""
-
-from services.dapr_host import create_service_app
-
-app = create_service_app("payment")
