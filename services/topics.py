@@ -1,10 +1,9 @@
-"""Every topic in the system (the event catalogue in docs/events.md describes each payload)."""
+"""Every topic in the system (the event catalogue in docs/events.md describes each payload).
+It imports nothing: every layer may name a topic."""
 
-from services.catalog.reconcile import AVAILABILITY, DELETED, UPSERTED
-
-CATALOG_UPSERTED = UPSERTED
-CATALOG_DELETED = DELETED
-RESTAURANT_AVAILABILITY = AVAILABILITY
+CATALOG_UPSERTED = "catalog.restaurant-upserted"
+CATALOG_DELETED = "catalog.restaurant-deleted"
+RESTAURANT_AVAILABILITY = "restaurant.availability-changed"
 
 ORDER_PLACED = "order.placed"
 ORDER_PAID = "order.paid"

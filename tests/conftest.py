@@ -29,9 +29,9 @@ import pytest
 from services.entrypoints.bootstrap import SERVICES, Platform
 from services.entrypoints.gateway import create_app
 from services.runtime.auth import Role
-from services.runtime.errors import PROBLEM
 from services.runtime.settings import ChaosSettings, Settings
 from services.runtime.sql.db import PostgresDatabase
+from services.runtime.web.problems import PROBLEM
 from services.tools.audit import audit
 
 PG_URL = os.environ.get("BAEDAL_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"

@@ -32,6 +32,7 @@ from services.restaurant.domain import TicketStatus
 from services.runtime import errors
 from services.runtime.auth import Role
 from services.runtime.settings import Settings
+from services.runtime.web import problems
 from services.runtime.web.api import probes
 from services.tools.audit import TICKET_STATES_FOR
 
@@ -175,7 +176,7 @@ def _codes_in_source() -> dict[str, set[int | None]]:
     codes: dict[str, set[int | None]] = {}
     for code, status in errors.DOMAIN_STATUS.items():
         codes.setdefault(code, set()).add(status)
-    for http_status, http_code in errors._HTTP_CODES.items():
+    for http_status, http_code in problems._HTTP_CODES.items():
         codes.setdefault(http_code, set()).add(http_status)
     dynamic: list[str] = []
     for path in _python_files():
@@ -186,9 +187,12 @@ def _codes_in_source() -> dict[str, set[int | None]]:
                 continue
             literal_code, literal_status = found
             if not isinstance(literal_code, str):
-                # Only the generic handlers in errors.py pass codes along; elsewhere a code must be
-                # a literal, so that this test (and a reader) can see it.
-                if path != SERVICES_DIR / "runtime" / "errors.py":
+                # Only the generic handlers pass codes along; elsewhere a code must be a literal, so
+                # that this test (and a reader) can see it.
+                if path not in {
+                    SERVICES_DIR / "runtime" / "errors.py",
+                    SERVICES_DIR / "runtime" / "web" / "problems.py",
+                }:
                     dynamic.append(f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}")
                 continue
             codes.setdefault(literal_code, set()).add(literal_status if isinstance(literal_status, int) else None)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from services.entrypoints.gateway import create_app
-from services.runtime.errors import PROBLEM
+from services.runtime.web.problems import PROBLEM
 from tests.conftest import ORDER_BODY, Api, assert_problem, order_body
 from tests.manifests import BAD_MANIFESTS
 

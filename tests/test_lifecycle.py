@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.delivery.board import SEARCH
 from services.delivery.domain import bounding_box
+from services.runtime.sql.delivery_board import SEARCH
 from tests.conftest import Api, PlatformFactory, api_for, gather_limited, order_body
 
 SEOUL_CHICKEN = {"lat": 37.4979, "lon": 127.0276}

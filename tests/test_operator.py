@@ -27,7 +27,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.catalog.manifest import RestaurantResource, load_manifests
-from services.catalog.reconcile import DELETED, snapshot_event
+from services.catalog.reconcile import snapshot_event
 from services.restaurant_operator import crd
 from services.restaurant_operator.config import OperatorConfig
 from services.restaurant_operator.handlers import FINALIZER, SOURCE, OperatorContext
@@ -41,6 +41,7 @@ from services.restaurant_operator.publisher import (
 from services.restaurant_operator.status import synced_condition
 from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
 from services.runtime.events import OutboundEvent, new_id
+from services.topics import CATALOG_DELETED
 from tests.conftest import EXAMPLES, eventually
 from tests.kube_emulator import KubeEmulator, OperatorThread, kube_cluster
 from tests.manifests import manifest
@@ -311,7 +312,7 @@ async def test_a_deleted_restaurant_leaves_the_catalog_before_the_resource_goes(
     await platform.wait_menu("k8s-gone", lambda menu: menu is None, "off the menu")
     await eventually(lambda: _absent(kubectl, "k8s-gone"), WAIT_S, "the resource gone")
 
-    [removal] = [e for e in publisher.about("k8s-gone") if e.topic == DELETED]
+    [removal] = [e for e in publisher.about("k8s-gone") if e.topic == CATALOG_DELETED]
     assert removal.data["uid"] == obj["metadata"]["uid"]
     key = (kmock.resource(group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL), NAMESPACE, "k8s-gone")
     deleting = [v for v in cluster.objects[key].history if v is not None and v["metadata"].get("deletionTimestamp")]

@@ -19,10 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from services.catalog.manifest import Id, RestaurantResource, RestaurantSpec, describe
 from services.runtime.events import TYPE_PREFIX, Event, OutboundEvent
-
-UPSERTED = "catalog.restaurant-upserted"
-DELETED = "catalog.restaurant-deleted"
-AVAILABILITY = "restaurant.availability-changed"
+from services.topics import CATALOG_DELETED as DELETED
+from services.topics import CATALOG_UPSERTED as UPSERTED
 
 Publish = Callable[[OutboundEvent], Awaitable[None]]
 

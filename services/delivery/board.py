@@ -1,24 +1,10 @@
-"""The riders' board (a read model fed by ``delivery.status-changed``): where the ready,
-unclaimed deliveries are, searched through the index ``deliveries_board_geo (status, lat, lon)``:
-a range scan of the latitude band of the search box within AVAILABLE rows, never a table scan."""
+"""The riders' board port: a read model fed by ``delivery.status-changed``, telling where the
+ready, unclaimed deliveries are. The SQL adapter is ``services.runtime.sql.delivery_board``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Protocol
-
-from services.delivery.domain import bounding_box
-from services.runtime.embedded.storage import ServiceDb
-from services.runtime.events import dumps, loads
-
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS deliveries_board (
-        order_id TEXT PRIMARY KEY, status TEXT NOT NULL, express INTEGER NOT NULL,
-        lat REAL NOT NULL, lon REAL NOT NULL, version INTEGER NOT NULL, view TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS deliveries_board_geo ON deliveries_board (status, lat, lon)",
-]
-
-SEARCH = "SELECT view FROM deliveries_board WHERE status = 'AVAILABLE' AND lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?"
 
 
 class DeliveryBoard(Protocol):
@@ -26,24 +12,3 @@ class DeliveryBoard(Protocol):
 
     async def near(self, origin: dict[str, float], radius_km: float) -> list[dict[str, Any]]:
         """AVAILABLE deliveries in the bounding box of the circle (the caller filters exactly)."""
-
-
-class SqlDeliveryBoard:
-    def __init__(self, db: ServiceDb) -> None:
-        self._db = db
-
-    async def apply(self, versions: Sequence[tuple[dict[str, Any], int]]) -> None:
-        """Version-guarded upsert: a late event never brings a claimed delivery back."""
-        async with self._db.atomic() as tx:
-            await tx.executemany(
-                "INSERT INTO deliveries_board (order_id, status, express, lat, lon, version, view)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO UPDATE SET status = excluded.status,"
-                " version = excluded.version, view = excluded.view WHERE deliveries_board.version < excluded.version",
-                [
-                    (v["order_id"], v["status"], int(v["express"]), v["pickup"]["lat"], v["pickup"]["lon"], n, dumps(v))
-                    for v, n in versions
-                ],
-            )
-
-    async def near(self, origin: dict[str, float], radius_km: float) -> list[dict[str, Any]]:
-        return [loads(row[0]) for row in await self._db.fetchall(SEARCH, bounding_box(origin, radius_km))]

@@ -9,29 +9,31 @@ from functools import partial
 from typing import cast
 
 from services.catalog.manifest import RestaurantResource, load_manifests
-from services.delivery.board import SCHEMA as BOARD_SCHEMA
-from services.delivery.board import SqlDeliveryBoard
 from services.delivery.handlers import DeliveryService
-from services.notification.feed import SCHEMA as FEED_SCHEMA
-from services.notification.feed import RecordingWebhookBinding, SqlFeed, WebhookSender
 from services.notification.handlers import NotificationService
 from services.order.handlers import OrderService
-from services.order.views import SCHEMA as ORDER_VIEW_SCHEMA
-from services.order.views import SqlOrderViews
-from services.payment.gateway import HttpPaymentGateway, PaymentGateway
+from services.payment.gateway import PaymentGateway
 from services.payment.handlers import PaymentService
 from services.restaurant.handlers import RestaurantService
 from services.runtime.auth import TokenIssuer, load_or_create_secret
 from services.runtime.embedded.dispatcher import Dispatcher
 from services.runtime.embedded.storage import ServiceDb, SqlStateStore
+from services.runtime.embedded.webhook import OUTBOUND_SCHEMA, RecordingWebhookBinding, WebhookSender
+from services.runtime.paygate import HttpPaymentGateway
 from services.runtime.ports import BatchHandler, Handler, OutputBinding, StateStore, Subscription
 from services.runtime.settings import Settings
 from services.runtime.sql.db import Database, PostgresDatabase, SqliteDatabase
+from services.runtime.sql.delivery_board import SCHEMA as BOARD_SCHEMA
+from services.runtime.sql.delivery_board import SqlDeliveryBoard
+from services.runtime.sql.notification_feed import SCHEMA as FEED_SCHEMA
+from services.runtime.sql.notification_feed import SqlFeed
+from services.runtime.sql.order_views import SCHEMA as ORDER_VIEW_SCHEMA
+from services.runtime.sql.order_views import SqlOrderViews
 
 log = logging.getLogger("baedal")
 
 SERVICES = ("order", "payment", "restaurant", "delivery", "notification")
-EXTRA_SCHEMA = {"order": ORDER_VIEW_SCHEMA, "delivery": BOARD_SCHEMA, "notification": FEED_SCHEMA}
+EXTRA_SCHEMA = {"order": ORDER_VIEW_SCHEMA, "delivery": BOARD_SCHEMA, "notification": [*FEED_SCHEMA, *OUTBOUND_SCHEMA]}
 
 
 def make_database(settings: Settings, service: str) -> Database:

@@ -18,14 +18,15 @@ from fastapi import FastAPI
 
 from services.entrypoints.bootstrap import EXTRA_SCHEMA, SERVICES, build_service, make_database, token_issuer, wire
 from services.entrypoints.gateway import SERVICE_ROUTERS
-from services.runtime.dapr.sidecar import DaprOutputBinding, DaprPaymentGateway, Sidecar
+from services.runtime.dapr.paygate import DaprPaymentGateway
+from services.runtime.dapr.sidecar import DaprOutputBinding, Sidecar
 from services.runtime.dapr.state import DIRECTORY_SCHEMA, DaprStateStore, KeyDirectory
 from services.runtime.dapr.subscriber import DaprSubscriber
 from services.runtime.embedded.storage import ServiceDb
-from services.runtime.errors import install_error_handlers
 from services.runtime.process import stop_requested
 from services.runtime.settings import Settings
 from services.runtime.web.api import BodySizeLimit, OneLineStartupFailure, probes
+from services.runtime.web.problems import install_error_handlers
 
 log = logging.getLogger("baedal")
 

@@ -21,8 +21,9 @@ from services.order.api import router as order_router
 from services.payment.api import router as payment_router
 from services.restaurant.api import router as restaurant_router
 from services.runtime.auth import CurrentPrincipal, require_admin
-from services.runtime.errors import ApiError, install_error_handlers
+from services.runtime.errors import ApiError
 from services.runtime.web.api import BodySizeLimit, probes
+from services.runtime.web.problems import install_error_handlers
 
 SERVICE_ROUTERS = {
     "order": order_router,

@@ -18,9 +18,9 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from services.entrypoints.gateway import service_for
-from services.runtime.errors import problem
 from services.runtime.settings import Settings
 from services.runtime.web.api import BodySizeLimit, probes
+from services.runtime.web.problems import problem
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and those the server sets again.
 SKIPPED = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length"})

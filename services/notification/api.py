@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from services.notification.feed import SqlFeed
+from services.notification.feed import Feed as FeedPort
 from services.runtime.auth import CurrentPrincipal, Principal, Role, require_admin
 from services.runtime.errors import ApiError
 from services.runtime.web.api import Limit
@@ -21,19 +21,19 @@ POLL_S = 0.25
 HEARTBEAT_S = 15.0
 
 
-async def _feed(request: Request) -> SqlFeed:
-    feed: SqlFeed = request.app.state.platform.notification.feed
+async def _feed(request: Request) -> FeedPort:
+    feed: FeedPort = request.app.state.platform.notification.feed
     return feed
 
 
-Feed = Annotated[SqlFeed, Depends(_feed)]
+Feed = Annotated[FeedPort, Depends(_feed)]
 Lat = Annotated[float | None, Query(ge=-90, le=90, description="riders: where you are")]
 Lon = Annotated[float | None, Query(ge=-180, le=180, description="riders: where you are")]
 After = Annotated[int, Query(ge=0, description="only notifications after this seq")]
 
 
 async def _page(
-    feed: SqlFeed, principal: Principal, lat: float | None, lon: float | None, after: int, limit: int
+    feed: FeedPort, principal: Principal, lat: float | None, lon: float | None, after: int, limit: int
 ) -> list[dict[str, Any]]:
     if principal.role is Role.RIDER:
         if lat is None or lon is None:

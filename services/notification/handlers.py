@@ -8,14 +8,14 @@ from dataclasses import asdict
 from services import topics
 from services.catalog.replica import CatalogReplica
 from services.notification.domain import Notification, for_order_status, for_paid_order, for_ready_delivery
-from services.notification.feed import SqlFeed
+from services.notification.feed import Feed
 from services.runtime.clock import now_iso
 from services.runtime.events import Event
 from services.runtime.ports import BatchHandler, Handler, OutputBinding, StateStore, Subscription
 
 
 class NotificationService:
-    def __init__(self, store: StateStore, feed: SqlFeed, channel: OutputBinding) -> None:
+    def __init__(self, store: StateStore, feed: Feed, channel: OutputBinding) -> None:
         self.feed = feed
         self.channel = channel  # the customer's message channel (KakaoTalk in the seeds)
         self.restaurants = CatalogReplica(store, "restaurant:")  # who owns what

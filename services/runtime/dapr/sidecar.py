@@ -9,17 +9,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
 import httpx
 from dapr.clients import BulkPublishEntry
-from dapr.clients.exceptions import DaprGrpcError
 from dapr.clients.http.conf import DAPR_API_TOKEN_HEADER
 from dapr.clients.http.helpers import get_api_url
 from dapr.conf import settings as dapr_settings
 
-from services.payment.gateway import GatewayUnavailable, GuardedGateway
 from services.runtime.dapr.client import GuardedDaprClient
-from services.runtime.events import OutboundEvent, dumps, loads
+from services.runtime.events import OutboundEvent, dumps
 from services.runtime.failures import CouldNotRun, transport_failure
 from services.runtime.settings import DaprSettings
 from services.topics import publisher_of, stream_of
@@ -103,40 +100,6 @@ class DaprOutputBinding:
         await self._sidecar.client.invoke_binding(
             self.name, operation, dumps(data), binding_metadata={"Content-Type": "application/json"}
         )
-
-
-class DaprPaymentGateway(GuardedGateway):
-    """The card gateway through the ``paygate`` HTTP output binding (its URL, TLS and the
-    sidecar-side timeout, retries and circuit breaker live in components/), behind the same
-    in-process breaker as the embedded adapter, so customers hear "try again later" at once."""
-
-    def __init__(
-        self,
-        sidecar: Sidecar,
-        binding: str,
-        timeout_s: float = 1.0,
-        failure_threshold: int = 5,
-        recovery_timeout_s: float = 5.0,
-    ) -> None:
-        self._sidecar = sidecar
-        self._binding = binding
-        self._timeout_s = timeout_s
-        super().__init__(self._post, failure_threshold, recovery_timeout_s)
-
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            response = await asyncio.wait_for(
-                self._sidecar.client.invoke_binding(
-                    self._binding, "post", dumps(body), {"path": path, "Content-Type": "application/json"}
-                ),
-                self._timeout_s,
-            )
-        except TimeoutError as exc:
-            raise GatewayUnavailable(f"no answer within {self._timeout_s} s") from exc
-        except (DaprGrpcError, grpc.RpcError) as exc:
-            raise GatewayUnavailable(f"binding {self._binding}: {exc}") from exc
-        result: dict[str, Any] = loads(response.data)
-        return result
 
 
 class DaprPublisher:

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.runtime.errors import problem
 from services.runtime.failures import CouldNotRun
+from services.runtime.web.problems import problem
 
 
 class Body(BaseModel):

@@ -1,0 +1,48 @@
+"""The card gateway on the Dapr runtime: the ``paygate`` HTTP output binding."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+from dapr.clients.exceptions import DaprGrpcError
+
+from services.payment.gateway import GatewayUnavailable
+from services.runtime.dapr.sidecar import Sidecar
+from services.runtime.events import dumps, loads
+from services.runtime.paygate import GuardedGateway
+
+
+class DaprPaymentGateway(GuardedGateway):
+    """The card gateway through the ``paygate`` HTTP output binding (its URL, TLS and the
+    sidecar-side timeout, retries and circuit breaker live in components/), behind the same
+    in-process breaker as the embedded adapter, so customers hear "try again later" at once."""
+
+    def __init__(
+        self,
+        sidecar: Sidecar,
+        binding: str,
+        timeout_s: float = 1.0,
+        failure_threshold: int = 5,
+        recovery_timeout_s: float = 5.0,
+    ) -> None:
+        self._sidecar = sidecar
+        self._binding = binding
+        self._timeout_s = timeout_s
+        super().__init__(self._post, failure_threshold, recovery_timeout_s)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await asyncio.wait_for(
+                self._sidecar.client.invoke_binding(
+                    self._binding, "post", dumps(body), {"path": path, "Content-Type": "application/json"}
+                ),
+                self._timeout_s,
+            )
+        except TimeoutError as exc:
+            raise GatewayUnavailable(f"no answer within {self._timeout_s} s") from exc
+        except (DaprGrpcError, grpc.RpcError) as exc:
+            raise GatewayUnavailable(f"binding {self._binding}: {exc}") from exc
+        result: dict[str, Any] = loads(response.data)
+        return result
