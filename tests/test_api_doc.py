@@ -24,7 +24,8 @@ from fastapi.routing import APIRoute
 
 from services.delivery.domain import DeliveryStatus
 from services.entrypoints.bootstrap import Platform
-from services.entrypoints.gateway import ROUTES, SERVICE_ROUTERS, create_app, ops
+from services.entrypoints.gateway import create_app, ops
+from services.entrypoints.routes import ROUTES, SERVICE_ROUTERS
 from services.order.api import PaymentIn
 from services.order.domain import CancelReason, OrderStatus
 from services.payment.domain import FailureReason, PaymentStatus

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.entrypoints.bootstrap import SERVICES
-from services.entrypoints.dapr_host import ServiceHost
+from services.entrypoints.bootstrap import SERVICES, ServiceHost
 from services.runtime.settings import Settings
 from services.topics import PUBLISHERS, dead_letters_of, stream_of
 from tests.fake_dapr import COMPONENTS, Component, load_components

@@ -16,9 +16,8 @@ from dapr.conf import settings as dapr_settings
 
 from services.catalog.manifest import RestaurantResource
 from services.catalog.reconcile import reconcile, reconcile_removal
-from services.entrypoints.bootstrap import SERVICES
+from services.entrypoints.bootstrap import SERVICES, catalog_publisher
 from services.restaurant_operator.config import OperatorConfig
-from services.restaurant_operator.publisher import make_publisher
 from services.tools.audit import audit
 from tests.conftest import EXAMPLES, Api, order_body
 from tests.dapr_cluster import DaprCluster
@@ -211,7 +210,7 @@ async def test_the_operator_publishes_a_restaurant_through_its_own_sidecar(
     sidecar = api.cluster.fake.sidecars.get("operator") or api.cluster.fake.add_app("operator", free_port())
     monkeypatch.setattr(dapr_settings, "DAPR_GRPC_PORT", sidecar.grpc_port)
     monkeypatch.setattr(dapr_settings, "DAPR_HTTP_PORT", sidecar.http_port)
-    publisher = make_publisher(OperatorConfig(runtime="dapr"))
+    publisher = catalog_publisher(OperatorConfig(runtime="dapr"))
     manifest = yaml.safe_load((EXAMPLES / "seoul-chicken.yaml").read_text())
     manifest["metadata"]["name"] = "dapr-dakgalbi"
     resource = RestaurantResource.model_validate(manifest)

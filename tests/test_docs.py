@@ -28,7 +28,8 @@ from services.delivery.domain import Delivery, DeliveryStatus
 from services.delivery.handlers import status_changed as delivery_changed
 from services.entrypoints.bootstrap import SERVICES, Platform, wire
 from services.entrypoints.cli import app as cli
-from services.entrypoints.gateway import ROUTES, ops
+from services.entrypoints.gateway import ops
+from services.entrypoints.routes import ROUTES
 from services.order.domain import CancelReason, Order, OrderStatus
 from services.order.handlers import cancel_requested, paid, placed, status_changed
 from services.payment.domain import FailureReason, Payment, PaymentStatus

@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from services.entrypoints.cli import app as cli
-from services.entrypoints.gateway import ROUTES, SERVICE_ROUTERS, create_app
+from services.entrypoints.gateway import create_app
+from services.entrypoints.routes import ROUTES, SERVICE_ROUTERS
 from services.runtime.auth import load_or_create_secret
 from tests.conftest import ORDER_BODY, Api, PlatformFactory, api_for
 

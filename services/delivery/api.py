@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
 from services.delivery.domain import MAX_RADIUS_KM, Delivery
-from services.delivery.handlers import DeliveryService
-from services.runtime.auth import CurrentPrincipal, Principal, Role, require_role
+from services.deps import CurrentPrincipal, Deliveries
+from services.runtime.auth import Principal, Role, require_role
 from services.runtime.web.api import PathId
 
 router = APIRouter(tags=["deliveries"])
-
-
-async def _service(request: Request) -> DeliveryService:
-    service: DeliveryService = request.app.state.platform.delivery
-    return service
-
-
-Deliveries = Annotated[DeliveryService, Depends(_service)]
 
 
 def _rider(principal: Principal) -> str:

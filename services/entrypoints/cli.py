@@ -16,7 +16,7 @@ import httpx
 import typer
 from typer.core import TyperGroup
 
-from services.runtime.auth import Role, TokenIssuer, load_secret
+from services.runtime.auth import Role, TokenIssuer, admin_tokens, load_secret
 from services.runtime.failures import CouldNotRun, raise_if_unusable, response_detail, transport_failure
 from services.runtime.process import spawn_child
 from services.runtime.settings import Settings
@@ -96,7 +96,7 @@ Token = Annotated[str | None, typer.Option("--token", help="bearer token (defaul
 
 def _admin_client(url: str, data_dir: Path, token: str | None, timeout: float = 60.0) -> httpx.AsyncClient:
     if token is None:
-        token = TokenIssuer(load_secret(data_dir)).issue(Role.ADMIN, "baedal-cli")
+        token = admin_tokens(data_dir, "baedal-cli")()
     return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
 

@@ -1,4 +1,4 @@
-"""The wiring of one service on the Dapr runtime: its own process, its own sidecar.
+"""The app of one service on the Dapr runtime: its own process, its own sidecar.
 
 ``BAEDAL_RUNTIME=dapr uvicorn services.entrypoints.apps.<name>:app`` runs service ``<name>`` (order, payment,
 restaurant, delivery, notification) with the same domain and handler code as ``baedal up``; only
@@ -16,70 +16,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.entrypoints.bootstrap import EXTRA_SCHEMA, SERVICES, build_service, make_database, token_issuer, wire
-from services.entrypoints.gateway import SERVICE_ROUTERS
-from services.runtime.dapr.paygate import DaprPaymentGateway
-from services.runtime.dapr.sidecar import DaprOutputBinding, Sidecar
-from services.runtime.dapr.state import DIRECTORY_SCHEMA, DaprStateStore, KeyDirectory
-from services.runtime.dapr.subscriber import DaprSubscriber
-from services.runtime.embedded.storage import ServiceDb
-from services.runtime.process import stop_requested
+from services.entrypoints.bootstrap import ServiceHost
+from services.entrypoints.routes import SERVICE_ROUTERS
 from services.runtime.settings import Settings
 from services.runtime.web.api import BodySizeLimit, OneLineStartupFailure, probes
 from services.runtime.web.problems import install_error_handlers
 
 log = logging.getLogger("baedal")
-
-
-class ServiceHost:
-    """One service on Dapr adapters. The routers find the service as ``app.state.platform.<name>``."""
-
-    def __init__(self, name: str, settings: Settings) -> None:
-        if name not in SERVICES:
-            raise ValueError(f"no service {name!r}; services: {', '.join(SERVICES)}")
-        self.name = name
-        self.settings = settings
-        dapr = settings.dapr
-        self.sidecar = Sidecar(dapr.sidecar_timeout_s)
-        self.db = ServiceDb(name, make_database(settings, name))
-        self.store = DaprStateStore(self.sidecar, name, dapr.store_of(name), KeyDirectory(self.db), dapr.retention_s)
-        gateway = DaprPaymentGateway(
-            self.sidecar,
-            dapr.paygate_binding,
-            timeout_s=settings.paygate_timeout_s,
-            failure_threshold=settings.paygate_failure_threshold,
-            recovery_timeout_s=settings.paygate_recovery_s,
-        )
-        self.service = build_service(
-            name, self.store, self.db, gateway, DaprOutputBinding(self.sidecar, dapr.notify_binding)
-        )
-        setattr(self, name, self.service)
-        self.subscriber = DaprSubscriber(name, self.store, dapr.pubsub)
-        wire(self.service, self.subscriber.subscribe, self.subscriber.subscribe_batch)
-        self.tokens = token_issuer(settings)
-        self.started = False
-
-    async def start(self) -> None:
-        await self.db.open([*EXTRA_SCHEMA.get(self.name, ()), *DIRECTORY_SCHEMA])
-        with stop_requested() as stop:  # SIGTERM while daprd is not there yet: stop now
-            await self.sidecar.connect(stop)
-        self.started = True
-        log.info("%s is up behind its Dapr sidecar; it reads %s", self.name, ", ".join(self.subscriber.streams()))
-
-    async def stop(self) -> None:
-        self.started = False
-        await self.sidecar.close()
-        await self.db.database.close()
-
-    async def ready(self) -> dict[str, bool]:
-        """Ready when its SQL database and its state store (through the sidecar) answer."""
-        try:
-            await self.db.database.fetchone("SELECT 1")
-            await self.store.get("readiness-probe")
-        except Exception as exc:
-            log.warning("%s is not ready: %r", self.name, exc)
-            return {self.name: False}
-        return {self.name: self.started}
 
 
 def create_service_app(name: str, settings: Settings | None = None) -> FastAPI:
@@ -101,6 +44,7 @@ def create_service_app(name: str, settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title=f"Baedal {name} service", version="1.0", lifespan=lifespan)
     app.state.platform = host
+    app.state.services = host.services
     app.state.tokens = host.tokens
     router = SERVICE_ROUTERS[name]
     install_error_handlers(app, [*router.routes, *probes.routes])

@@ -1,85 +1,21 @@
-"""The gateway: one HTTP entry point with the routing table (method + path → service).
-
-Embedded, it includes every service's router in one FastAPI app. In the cluster the same table
-tells the gateway Deployment which service to forward each request to (two services share the
-``/restaurants/{id}/...`` prefix, which a plain Ingress cannot split).
-"""
+"""The embedded gateway: one HTTP entry point, every service's router in one FastAPI app, plus
+the platform's operations endpoints (backlog, dead letters, pausing a service)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 
-from services.delivery.api import router as delivery_router
+from services.deps import CurrentPrincipal
 from services.entrypoints.bootstrap import Platform
-from services.notification.api import router as notification_router
-from services.order.api import router as order_router
-from services.payment.api import router as payment_router
-from services.restaurant.api import router as restaurant_router
-from services.runtime.auth import CurrentPrincipal, require_admin
+from services.entrypoints.routes import SERVICE_ROUTERS
+from services.runtime.auth import require_admin
 from services.runtime.errors import ApiError
 from services.runtime.web.api import BodySizeLimit, probes
 from services.runtime.web.problems import install_error_handlers
-
-SERVICE_ROUTERS = {
-    "order": order_router,
-    "payment": payment_router,
-    "restaurant": restaurant_router,
-    "delivery": delivery_router,
-    "notification": notification_router,
-}
-
-# The routing table. A test checks it against the services' routers, so it cannot drift.
-ROUTES: list[tuple[str, str, str]] = [
-    ("GET", "/restaurants", "order"),
-    ("GET", "/restaurants/{restaurant_id}/menu", "order"),
-    ("GET", "/restaurants/{restaurant_id}/orders", "order"),
-    ("POST", "/orders", "order"),
-    ("GET", "/orders", "order"),
-    ("GET", "/orders/{order_id}", "order"),
-    ("POST", "/orders/{order_id}/cancel", "order"),
-    ("POST", "/orders/{order_id}/confirm", "order"),
-    ("GET", "/admin/audit/orders", "order"),
-    ("POST", "/restaurants/{restaurant_id}/orders/{order_id}/accept", "restaurant"),
-    ("POST", "/restaurants/{restaurant_id}/orders/{order_id}/reject", "restaurant"),
-    ("POST", "/restaurants/{restaurant_id}/orders/{order_id}/start-cooking", "restaurant"),
-    ("POST", "/restaurants/{restaurant_id}/orders/{order_id}/finish-cooking", "restaurant"),
-    ("PATCH", "/restaurants/{restaurant_id}", "restaurant"),
-    ("PATCH", "/restaurants/{restaurant_id}/menu/{product_id}", "restaurant"),
-    ("POST", "/admin/restaurants", "restaurant"),
-    ("DELETE", "/admin/restaurants/{restaurant_id}", "restaurant"),
-    ("POST", "/admin/catalog/events", "restaurant"),
-    ("GET", "/admin/audit/tickets", "restaurant"),
-    ("POST", "/wallets/{customer_id}/top-ups", "payment"),
-    ("GET", "/wallets/{customer_id}", "payment"),
-    ("GET", "/payments/{order_id}", "payment"),
-    ("GET", "/admin/audit/payments", "payment"),
-    ("GET", "/admin/audit/wallets", "payment"),
-    ("GET", "/deliveries/available", "delivery"),
-    ("POST", "/deliveries/{delivery_id}/claim", "delivery"),
-    ("POST", "/deliveries/{delivery_id}/pick-up", "delivery"),
-    ("POST", "/deliveries/{delivery_id}/deliver", "delivery"),
-    ("GET", "/notifications", "notification"),
-    ("GET", "/notifications/stream", "notification"),
-    ("GET", "/admin/notifications/outbound", "notification"),
-]
-
-_PATTERNS = [
-    (method, re.compile("^" + re.sub(r"\{[^/}]+\}", "[^/]+", path) + "$"), service) for method, path, service in ROUTES
-]
-
-
-def service_for(method: str, path: str) -> str | None:
-    """The service that answers ``method path``, by the routing table (None: no such route)."""
-    for route_method, pattern, service in _PATTERNS:
-        if route_method == method and pattern.match(path):
-            return service
-    return None
-
 
 ops = APIRouter(tags=["operations"])
 
@@ -145,6 +81,7 @@ def create_app(platform: Platform, manage_lifecycle: bool = True) -> FastAPI:
         description="Food-delivery ordering: order, pay, accept — an order and its payment never disagree.",
     )
     app.state.platform = platform
+    app.state.services = platform.services
     app.state.tokens = platform.tokens
     install_error_handlers(
         app, [route for router in (*SERVICE_ROUTERS.values(), probes, ops) for route in router.routes]

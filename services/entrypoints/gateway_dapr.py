@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from services.entrypoints.gateway import service_for
+from services.entrypoints.routes import service_for
 from services.runtime.settings import Settings
 from services.runtime.web.api import BodySizeLimit, probes
 from services.runtime.web.problems import problem

@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from services.deps import CurrentPrincipal
+from services.deps import Notifications as Feed
 from services.notification.feed import Feed as FeedPort
-from services.runtime.auth import CurrentPrincipal, Principal, Role, require_admin
+from services.runtime.auth import Principal, Role, require_admin
 from services.runtime.errors import ApiError
 from services.runtime.web.api import Limit
 
@@ -21,12 +23,6 @@ POLL_S = 0.25
 HEARTBEAT_S = 15.0
 
 
-async def _feed(request: Request) -> FeedPort:
-    feed: FeedPort = request.app.state.platform.notification.feed
-    return feed
-
-
-Feed = Annotated[FeedPort, Depends(_feed)]
 Lat = Annotated[float | None, Query(ge=-90, le=90, description="riders: where you are")]
 Lon = Annotated[float | None, Query(ge=-180, le=180, description="riders: where you are")]
 After = Annotated[int, Query(ge=0, description="only notifications after this seq")]

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Header, Response
 from pydantic import Field, StrictBool, StrictInt, model_validator
 
 from services.catalog import projection
+from services.deps import CurrentPrincipal, Orders
 from services.order.domain import LineRequest, Order, OrderStatus, PlaceOrder
 from services.order.handlers import OrderService
-from services.runtime.auth import CurrentPrincipal, Principal, Role, require_admin, require_role
+from services.runtime.auth import Principal, Role, require_admin, require_role
 from services.runtime.errors import ApiError
 from services.runtime.web.api import SAFE_ID, Body, Limit, Offset, PathId
 
 router = APIRouter()
-
-
-async def _service(request: Request) -> OrderService:
-    service: OrderService = request.app.state.platform.order
-    return service
-
-
-Orders = Annotated[OrderService, Depends(_service)]
 
 
 class LineIn(Body):

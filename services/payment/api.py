@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import Field, StrictInt
 
+from services.deps import CurrentPrincipal, Payments
 from services.payment.domain import MAX_TOP_UP
-from services.payment.handlers import PaymentService
-from services.runtime.auth import CurrentPrincipal, Role, require_admin, require_self
+from services.runtime.auth import Role, require_admin, require_self
 from services.runtime.errors import ApiError
 from services.runtime.web.api import Body, PathId
 
 router = APIRouter(tags=["payments"])
-
-
-async def _service(request: Request) -> PaymentService:
-    service: PaymentService = request.app.state.platform.payment
-    return service
-
-
-Payments = Annotated[PaymentService, Depends(_service)]
 
 
 class TopUpIn(Body):

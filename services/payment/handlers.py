@@ -17,7 +17,7 @@ from services.payment.domain import (
 )
 from services.payment.gateway import GatewayUnavailable, PaymentGateway
 from services.runtime.events import Event, OutboundEvent
-from services.runtime.ports import Handler, Put, Record, StateStore, Subscription, retry_on_conflict
+from services.runtime.ports import BatchHandler, Handler, Put, Record, StateStore, Subscription, retry_on_conflict
 
 SOURCE = "payment"
 
@@ -139,6 +139,9 @@ class PaymentService:
             )
 
         await retry_on_conflict(attempt)
+
+    def batch_subscriptions(self) -> list[tuple[Subscription, BatchHandler]]:
+        return []
 
     def subscriptions(self) -> list[tuple[Subscription, Handler]]:
         return [

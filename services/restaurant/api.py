@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import Field, StrictBool, ValidationError
 
 from services.catalog import projection
 from services.catalog.manifest import RestaurantResource, describe
 from services.catalog.reconcile import catalog_event
+from services.deps import CurrentPrincipal, Restaurants
 from services.restaurant.domain import Ticket
 from services.restaurant.handlers import RestaurantService
-from services.runtime.auth import CurrentPrincipal, Principal, Role, require_admin, require_role
+from services.runtime.auth import Principal, Role, require_admin, require_role
 from services.runtime.errors import ApiError
 from services.runtime.web.api import Body, PathId
 
 router = APIRouter()
-
-
-async def _service(request: Request) -> RestaurantService:
-    service: RestaurantService = request.app.state.platform.restaurant
-    return service
-
-
-Restaurants = Annotated[RestaurantService, Depends(_service)]
 
 
 DEFAULT_REJECT_REASON = "rejected by the restaurant"

@@ -16,7 +16,7 @@ from services.restaurant.domain import RejectReason, Ticket, TicketStatus
 from services.runtime.clock import epoch, iso_at, now_iso
 from services.runtime.errors import DomainError
 from services.runtime.events import Event, OutboundEvent, dumps, new_id
-from services.runtime.ports import Handler, Put, RetryLater, StateStore, Subscription, retry_on_conflict
+from services.runtime.ports import BatchHandler, Handler, Put, RetryLater, StateStore, Subscription, retry_on_conflict
 
 SOURCE = "restaurant"
 DEMO_MARKER = "bootstrap:demo-catalog"
@@ -290,6 +290,9 @@ class RestaurantService:
             )
 
         await retry_on_conflict(attempt)
+
+    def batch_subscriptions(self) -> list[tuple[Subscription, BatchHandler]]:
+        return []
 
     def subscriptions(self) -> list[tuple[Subscription, Handler]]:
         return [

@@ -22,16 +22,11 @@ from pydantic import ValidationError
 
 from services.catalog.manifest import RestaurantResource, describe
 from services.catalog.reconcile import reconcile, reconcile_removal
+from services.entrypoints.bootstrap import catalog_publisher
 from services.restaurant_operator import crd
 from services.restaurant_operator.cluster import check_cluster
 from services.restaurant_operator.config import OperatorConfig
-from services.restaurant_operator.publisher import (
-    CatalogPublisher,
-    PublishError,
-    PublishRejected,
-    check_platform,
-    make_publisher,
-)
+from services.restaurant_operator.publisher import CatalogPublisher, PublishError, PublishRejected
 from services.restaurant_operator.status import Status, is_synced, not_synced, now, published
 
 SOURCE = "restaurant-operator"
@@ -66,7 +61,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     if "context" not in memo:  # `kopf run`: configured by the environment
         config = OperatorConfig()
-        memo["context"] = OperatorContext(config, make_publisher(config))
+        memo["context"] = OperatorContext(config, catalog_publisher(config))
 
 
 @kopf.on.probe(id="catalog")
@@ -167,9 +162,8 @@ def preflight(config: OperatorConfig) -> OperatorContext:
     """What ``baedal operator`` checks before it starts: a publisher for the configuration, the
     platform taking its token (embedded), a cluster to watch. Raises :class:`CouldNotRun` or
     :class:`httpx.HTTPError`; later outages are retried instead (``Synced=False``)."""
-    context = OperatorContext(config, make_publisher(config))
-    if config.runtime == "embedded":
-        check_platform(config)
+    context = OperatorContext(config, catalog_publisher(config))
+    context.publisher.check()
     check_cluster()
     return context
 

@@ -6,13 +6,12 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
 
 import jwt
-from fastapi import Depends, Request
 
 from services.runtime.errors import ApiError
 from services.runtime.failures import CouldNotRun
@@ -106,21 +105,10 @@ class TokenIssuer:
             raise ApiError(401, "UNAUTHORIZED", f"invalid bearer token: {exc}") from exc
 
 
-def _issuer(request: Request) -> TokenIssuer:
-    issuer: TokenIssuer = request.app.state.tokens
-    return issuer
-
-
-async def current_principal(request: Request) -> Principal:
-    # async on purpose: FastAPI runs a sync dependency in a thread pool, a thread hop per request.
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "UNAUTHORIZED", "missing bearer token (Authorization: Bearer <JWT>)")
-    return _issuer(request).verify(token.strip())
-
-
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+def admin_tokens(data_dir: Path, subject: str, ttl_s: int | None = None) -> Callable[[], str]:
+    """Admin tokens for a client of the platform whose data dir this is (its secret must exist)."""
+    issuer = TokenIssuer(load_secret(data_dir))
+    return lambda: issuer.issue(Role.ADMIN, subject, ttl_s)
 
 
 def require_role(principal: Principal, *roles: Role) -> None:

@@ -113,3 +113,11 @@ async def retry_on_conflict(attempt: Callable[[], Awaitable[T]], tries: int = 20
         except ConcurrencyConflict:
             continue
     return await attempt()
+
+
+class Service(Protocol):
+    """What a runtime needs of a service: its consumers, registered with the runtime's bus."""
+
+    def subscriptions(self) -> list[tuple[Subscription, Handler]]: ...
+
+    def batch_subscriptions(self) -> list[tuple[Subscription, BatchHandler]]: ...
