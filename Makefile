@@ -25,7 +25,6 @@ test: $(STAMP)  ## lint, type-check and run the test suite
 	$(PYTHON) scripts/backing_services.py --best-effort $(SERVICES)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
-	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
