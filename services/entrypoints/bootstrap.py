@@ -35,6 +35,7 @@ from services.runtime.dapr.sidecar import DaprOutputBinding, Sidecar
 from services.runtime.dapr.state import DIRECTORY_SCHEMA, DaprStateStore, KeyDirectory
 from services.runtime.dapr.subscriber import DaprSubscriber
 from services.runtime.embedded.catalog_publisher import EmbeddedCatalogPublisher
+from services.runtime.embedded.chaos import ChaosDelivery
 from services.runtime.embedded.dispatcher import Dispatcher
 from services.runtime.embedded.storage import ServiceDb, SqlStateStore
 from services.runtime.embedded.webhook import OUTBOUND_SCHEMA, RecordingWebhookBinding, WebhookSender
@@ -124,7 +125,8 @@ class Platform:
             for name, db in self.dbs.items()
         )
         self.webhook = WebhookSender(self.dbs["notification"], settings.notify_webhook)
-        self.dispatcher = Dispatcher(self.dbs, settings, paused)
+        chaos = ChaosDelivery(settings.chaos) if settings.chaos.enabled else None  # fault drills only
+        self.dispatcher = Dispatcher(self.dbs, settings, paused, chaos)
         for name, service in self.services.hosted().items():
             wire(service, partial(self.dispatcher.subscribe, name), partial(self.dispatcher.subscribe_batch, name))
         self.tokens = token_issuer(settings)

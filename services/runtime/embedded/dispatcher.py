@@ -22,7 +22,7 @@ import logging
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from prometheus_client import Histogram
 
@@ -30,8 +30,8 @@ from services.runtime.clock import epoch
 from services.runtime.embedded.storage import ServiceDb
 from services.runtime.events import Event, loads
 from services.runtime.metrics import HANDLED
-from services.runtime.ports import BatchHandler, Consumer, DropEvent, Handler, Subscription
-from services.runtime.settings import ChaosSettings, Settings
+from services.runtime.ports import BatchHandler, Consumer, DropEvent, Handler, RetryLater, Subscription
+from services.runtime.settings import Settings
 
 log = logging.getLogger("baedal.dispatcher")
 
@@ -43,10 +43,46 @@ DELIVERY_LAG = Histogram(
 )
 
 RELAY_BATCH = 1000
+T = TypeVar("T")
 
 
-class ChaosFailure(Exception):
-    """A transient handler failure injected by the chaos settings."""
+class OutboxRow(NamedTuple):
+    seq: int
+    event_id: str
+    topic: str
+    envelope: str
+    deliver_at: float
+
+
+class DeliveryRow(NamedTuple):
+    seq: int
+    consumer: str
+    event_id: str
+    topic: str
+    envelope: str
+    attempts: int
+    due_at: float
+
+
+class Delivery:
+    """How the bus hands events over: once each, when due, in queue order. The chaos adapter
+    (``services.runtime.embedded.chaos``) replaces it to duplicate, delay, reorder and fail."""
+
+    def copies(self) -> int:
+        return 1
+
+    def delay(self) -> float:
+        return 0.0
+
+    def order(self, rows: list[T]) -> list[T]:
+        return rows
+
+    def in_flight_s(self) -> float:
+        """How far ahead of now a delivery held back on purpose may be due (it is not a timer)."""
+        return 0.0
+
+    def consumer(self, consumer: Consumer) -> Consumer:
+        return consumer
 
 
 @dataclass(frozen=True)
@@ -63,10 +99,16 @@ class DeadLetter:
 
 
 class Dispatcher:
-    def __init__(self, dbs: dict[str, ServiceDb], settings: Settings, paused: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        dbs: dict[str, ServiceDb],
+        settings: Settings,
+        paused: set[str] | None = None,
+        delivery: Delivery | None = None,
+    ) -> None:
         self._dbs = dbs
         self._settings = settings
-        self._chaos: ChaosSettings = settings.chaos
+        self._delivery = delivery or Delivery()
         self._by_topic: dict[str, list[Consumer]] = defaultdict(list)
         self._consumers: dict[tuple[str, str], Consumer] = {}
         self._relay_kick = {name: asyncio.Event() for name in dbs}
@@ -89,6 +131,7 @@ class Dispatcher:
         self._add(Consumer(service, subscription, batch_handler=handler))
 
     def _add(self, consumer: Consumer) -> None:
+        consumer = self._delivery.consumer(consumer)
         service, subscription = consumer.service, consumer.subscription
         key = (service, subscription.consumer)
         if key in self._consumers:
@@ -145,22 +188,27 @@ class Dispatcher:
 
     async def relay_once(self, service: str) -> int:
         db = self._dbs[service]
-        rows = await db.database.fetchall(
-            "SELECT seq, event_id, topic, envelope, deliver_at FROM outbox ORDER BY seq LIMIT ?", (RELAY_BATCH,)
-        )
+        rows = [
+            OutboxRow(*row)
+            for row in await db.database.fetchall(
+                "SELECT seq, event_id, topic, envelope, deliver_at FROM outbox ORDER BY seq LIMIT ?", (RELAY_BATCH,)
+            )
+        ]
         if not rows:
             return 0
         copies: dict[str, list[tuple[str, str, str, str, float]]] = defaultdict(list)
-        for _seq, event_id, topic, envelope, deliver_at in rows:
+        for row in rows:
             data: dict[str, Any] | None = None
-            for consumer in self._by_topic.get(topic, ()):
+            for consumer in self._by_topic.get(row.topic, ()):
                 if consumer.subscription.match is not None:
-                    data = data if data is not None else loads(envelope).get("data", {})
+                    data = data if data is not None else loads(row.envelope).get("data", {})
                     if not consumer.subscription.match(data):
                         continue  # not for this consumer: never queued
-                for _ in range(self._copies()):
-                    due = deliver_at + self._delay()
-                    copies[consumer.service].append((consumer.subscription.consumer, event_id, topic, envelope, due))
+                for _ in range(self._delivery.copies()):
+                    due = row.deliver_at + self._delivery.delay()
+                    copies[consumer.service].append(
+                        (consumer.subscription.consumer, row.event_id, row.topic, row.envelope, due)
+                    )
         for target, items in copies.items():
             async with self._dbs[target].database.transaction() as tx:
                 await tx.executemany(
@@ -169,14 +217,8 @@ class Dispatcher:
                 )
             self._worker_kick[target].set()
         async with db.database.transaction() as tx:
-            await tx.executemany("DELETE FROM outbox WHERE seq = ?", [(row[0],) for row in rows])
+            await tx.executemany("DELETE FROM outbox WHERE seq = ?", [(row.seq,) for row in rows])
         return len(rows)
-
-    def _copies(self) -> int:
-        return 2 if self._chaos.duplicate_rate and self._random.random() < self._chaos.duplicate_rate else 1
-
-    def _delay(self) -> float:
-        return self._random.uniform(0, self._chaos.max_delay_s) if self._chaos.max_delay_s else 0.0
 
     # ------------------------------------------------------------------ worker
 
@@ -205,21 +247,23 @@ class Dispatcher:
         """Handle one batch of due deliveries; return how many, and when the next one is due."""
         db = self._dbs[service]
         now = epoch()
-        rows = await db.database.fetchall(
-            "SELECT seq, consumer, event_id, topic, envelope, attempts, due_at FROM deliveries"
-            " WHERE due_at <= ? ORDER BY due_at, seq LIMIT ?",
-            (now, self._settings.batch_size),
-        )
+        rows = [
+            DeliveryRow(*row)
+            for row in await db.database.fetchall(
+                "SELECT seq, consumer, event_id, topic, envelope, attempts, due_at FROM deliveries"
+                " WHERE due_at <= ? ORDER BY due_at, seq LIMIT ?",
+                (now, self._settings.batch_size),
+            )
+        ]
         if not rows:
             row = await db.database.fetchone("SELECT MIN(due_at) FROM deliveries")
             return 0, (row[0] if row and row[0] is not None else None)
-        if self._chaos.shuffle:
-            self._random.shuffle(rows)
-        singles: list[tuple[Any, ...]] = []
-        batches: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        rows = self._delivery.order(rows)
+        singles: list[DeliveryRow] = []
+        batches: dict[str, list[DeliveryRow]] = defaultdict(list)
         for row in rows:
-            consumer = self._consumers.get((service, row[1]))
-            (batches[row[1]] if consumer and consumer.batch_handler else singles).append(row)
+            consumer = self._consumers.get((service, row.consumer))
+            (batches[row.consumer] if consumer and consumer.batch_handler else singles).append(row)
         async with db.atomic() as tx:
             for name, group in batches.items():
                 if not await self._deliver_batch(service, tx, self._consumers[(service, name)], group):
@@ -228,10 +272,10 @@ class Dispatcher:
                 await self._deliver(service, tx, row)
         done = epoch()
         for row in rows:
-            DELIVERY_LAG.labels(service).observe(max(done - row[6], 0.0))
+            DELIVERY_LAG.labels(service).observe(max(done - row.due_at, 0.0))
         return len(rows), None
 
-    async def _deliver(self, service: str, tx: Any, row: tuple[Any, ...]) -> None:
+    async def _deliver(self, service: str, tx: Any, row: DeliveryRow) -> None:
         seq, consumer_name, event_id, topic, envelope, attempts, _due = row
         consumer = self._consumers.get((service, consumer_name))
         try:
@@ -249,8 +293,6 @@ class Dispatcher:
                     (consumer_name, event_id, epoch()),
                 )
                 if fresh:
-                    if self._chaos.failure_rate and self._random.random() < self._chaos.failure_rate:
-                        raise ChaosFailure("injected transient failure")
                     await consumer.handle(event)
                 await tx.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
             HANDLED.labels(service, consumer_name, "success" if fresh else "duplicate").inc()
@@ -262,15 +304,16 @@ class Dispatcher:
             if attempts >= self._settings.max_attempts:
                 await self._dead_letter(service, tx, row, attempts, error)
                 return
-            if not isinstance(exc, ChaosFailure):
-                log.warning("%s/%s failed on %s (attempt %d): %s", service, consumer_name, topic, attempts, error)
+            log.log(
+                _level(exc), "%s/%s on %s, attempt %d, retrying: %s", service, consumer_name, topic, attempts, error
+            )
             HANDLED.labels(service, consumer_name, "retry").inc()
             await tx.execute(
                 "UPDATE deliveries SET attempts = ?, due_at = ?, last_error = ? WHERE seq = ?",
                 (attempts, epoch() + self._backoff(attempts), error[:2000], seq),
             )
 
-    async def _deliver_batch(self, service: str, tx: Any, consumer: Consumer, group: list[tuple[Any, ...]]) -> bool:
+    async def _deliver_batch(self, service: str, tx: Any, consumer: Consumer, group: list[DeliveryRow]) -> bool:
         """All of a batch consumer's deliveries in one savepoint; False (nothing applied) on any error."""
         assert consumer.batch_handler is not None
         name = consumer.subscription.consumer
@@ -281,20 +324,19 @@ class Dispatcher:
                     r[0]
                     for r in await tx.fetchall(
                         f"SELECT event_id FROM inbox WHERE consumer = ? AND event_id IN ({marks})",
-                        (name, *(row[2] for row in group)),
+                        (name, *(row.event_id for row in group)),
                     )
                 }
-                fresh = {row[2]: row for row in group if row[2] not in seen}  # also drops in-batch copies
-                if self._chaos.failure_rate and self._random.random() < self._chaos.failure_rate:
-                    raise ChaosFailure("injected transient failure")
-                await consumer.batch_handler([Event.from_envelope(loads(row[4])) for row in fresh.values()])
+                fresh = {row.event_id: row for row in group if row.event_id not in seen}  # also drops in-batch copies
+                await consumer.batch_handler([Event.from_envelope(loads(row.envelope)) for row in fresh.values()])
                 now = epoch()
                 await tx.executemany(
                     "INSERT INTO inbox (consumer, event_id, done_at) VALUES (?, ?, ?)",
                     [(name, event_id, now) for event_id in fresh],
                 )
-                await tx.executemany("DELETE FROM deliveries WHERE seq = ?", [(row[0],) for row in group])
-        except Exception:
+                await tx.executemany("DELETE FROM deliveries WHERE seq = ?", [(row.seq,) for row in group])
+        except Exception as exc:
+            log.log(_level(exc), "%s/%s: a batch of %d failed, retrying one by one: %r", service, name, len(group), exc)
             return False
         HANDLED.labels(service, name, "success").inc(len(fresh))
         HANDLED.labels(service, name, "duplicate").inc(len(group) - len(fresh))
@@ -304,7 +346,7 @@ class Dispatcher:
         base = min(self._settings.backoff_cap_s, self._settings.backoff_base_s * 2.0 ** (attempts - 1))
         return base * (0.5 + self._random.random() / 2)
 
-    async def _dead_letter(self, service: str, tx: Any, row: tuple[Any, ...], attempts: int, error: str) -> None:
+    async def _dead_letter(self, service: str, tx: Any, row: DeliveryRow, attempts: int, error: str) -> None:
         seq, consumer_name, event_id, topic, envelope, _attempts, _due = row
         log.error("%s/%s: event %s on %s dead-lettered: %s", service, consumer_name, event_id, topic, error)
         HANDLED.labels(service, consumer_name, "dead_letter").inc()
@@ -354,8 +396,8 @@ class Dispatcher:
         after a failure, and those the chaos settings hold back) and timers not yet due. No waiting
         events anywhere means the platform has settled."""
         counts: dict[str, dict[str, int]] = {}
-        # A chaos delay is in flight, not a timer: it counts as waiting.
-        soon = epoch() + self._chaos.max_delay_s
+        # A delivery held back on purpose is in flight, not a timer: it counts as waiting.
+        soon = epoch() + self._delivery.in_flight_s()
         for name, db in self._dbs.items():
             out = await db.database.fetchone("SELECT COUNT(*) FROM outbox")
             due = await db.database.fetchone(
@@ -388,6 +430,12 @@ class Dispatcher:
                 await self.prune_inbox()
             except Exception:
                 log.exception("inbox pruning failed")
+
+
+def _level(exc: Exception) -> int:
+    """RetryLater is a handler's own "not yet" (a dependency is missing or down); anything else is
+    a failure worth a look."""
+    return logging.INFO if isinstance(exc, RetryLater) else logging.WARNING
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
