@@ -5,9 +5,10 @@
 // is that main module: it requires one dapr release and repeats dapr's replace lines so the
 // dependency graph is exactly the one dapr itself is built and tested with.
 //
-// Build: python3 scripts/build_engine.py daprd (or `make daprd`). To move to another release,
-// change the require line, copy the replace blocks from that release's go.mod, then `go mod tidy`;
-// tests/test_engines.py checks the replace lines still match.
+// Build: `make daprd` (scripts/build_engine.py daprd). To move to another release: check that the
+// Go module proxy serves its whole module graph, `go get github.com/dapr/dapr@VERSION`, copy the
+// replace blocks from that release's go.mod, then `go mod tidy`; tests/test_engines.py checks that
+// the replace lines and the selected versions are that release's.
 module baedal.local/tools/daprd
 
 go 1.26.5
@@ -148,6 +149,7 @@ require (
 	github.com/cyphar/filepath-securejoin v0.6.1 // indirect
 	github.com/dancannon/gorethink v4.0.0+incompatible // indirect
 	github.com/dapr/components-contrib v1.18.3 // indirect
+	// The pinned Dapr release (docs/decisions.md); "indirect" only because it is a tool, not an import.
 	github.com/dapr/dapr v1.18.2 // indirect
 	github.com/dapr/durabletask-go v0.12.2-0.20260720132056-79042da5fe61 // indirect
 	github.com/dapr/kit v0.18.2 // indirect
