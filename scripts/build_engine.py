@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as exc:
         print(f"{args.engine}: could not build: {exc}")
         return 1
+    except KeyboardInterrupt:  # the temporary file is gone already (build's finally)
+        print(f"{args.engine}: could not build: interrupted")
+        return 130
 
 
 if __name__ == "__main__":
