@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LINTED := services tests scripts
 
-.PHONY: up test services lint typecheck check bench clean
+.PHONY: up test services lint typecheck check bench clean daprd
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ check: lint typecheck
 
 bench: $(STAMP)  ## the throughput benchmark (see docs/benchmarks.md)
 	$(BIN)/baedal bench $(ARGS)
+
+# Builds daprd from its pinned Go module (tools/daprd) into ~/.cache/baedal-engines, once per version;
+# see docs/dapr.md, "Building daprd". BAEDAL_ENGINES_DIR moves the cache.
+daprd:  ## build the Dapr sidecar from source (first time: many minutes), reused afterwards
+	nice -n 19 $(PYTHON) scripts/build_engine.py daprd
 
 clean:
 	rm -rf $(VENV) .baedal .pytest_cache .mypy_cache .ruff_cache
