@@ -26,11 +26,10 @@ from typing import Any
 import httpx
 import pytest
 
-from services.entrypoints.bootstrap import SERVICES, Platform
+from services.entrypoints.bootstrap import Platform, drop_schemas
 from services.entrypoints.gateway import create_app
 from services.runtime.auth import Role
 from services.runtime.settings import ChaosSettings, Settings
-from services.runtime.sql.db import PostgresDatabase
 from services.runtime.web.problems import PROBLEM
 from services.tools.audit import audit
 
@@ -255,8 +254,7 @@ async def make_platform(backend: str, tmp_path: Path) -> AsyncIterator[PlatformF
         if platform.started:
             await platform.stop()
     for schema_prefix in set(prefixes):
-        for service in SERVICES:
-            await PostgresDatabase(PG_URL, f"{schema_prefix}{service}").drop_schema()
+        await drop_schemas(PG_URL, schema_prefix)
 
 
 @functools.cache

@@ -13,9 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.entrypoints.bootstrap import SERVICES
+from services.entrypoints.bootstrap import drop_schemas
 from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
-from services.runtime.sql.db import PostgresDatabase
 from services.tools.audit import audit
 from tests.conftest import BACKENDS, EXAMPLES, ORDER_BODY, PG_URL, _require_postgres
 from tests.server import Server
@@ -36,8 +35,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     finally:
         server.stop()
         if request.param == "postgresql":
-            for service in SERVICES:
-                asyncio.run(PostgresDatabase(PG_URL, f"{prefix}{service}").drop_schema())
+            asyncio.run(drop_schemas(PG_URL, prefix))
 
 
 async def test_sigkill_during_a_burst_loses_nothing_acknowledged(server: Server) -> None:

@@ -27,6 +27,7 @@ from services.runtime.dapr.state import (
 )
 from services.runtime.embedded.storage import ServiceDb
 from services.runtime.events import OutboundEvent
+from services.runtime.paygate import Guard
 from services.runtime.ports import ConcurrencyConflict, Delete, Put, retry_on_conflict
 from services.runtime.sql.db import SqliteDatabase
 from tests.fake_dapr import FakeDapr
@@ -206,7 +207,7 @@ async def test_the_paygate_binding_charges_and_fails_fast_when_the_gateway_is_do
     fake: FakeDapr, monkeypatch: pytest.MonkeyPatch, paygate: str
 ) -> None:
     sidecar = await connect(fake, "payment", monkeypatch)
-    gateway = DaprPaymentGateway(sidecar, "paygate", timeout_s=2.0, failure_threshold=2)
+    gateway = DaprPaymentGateway(sidecar, "paygate", Guard(timeout_s=2.0, failure_threshold=2))
     approved = await gateway.charge("order-b1", "tok_visa", 10_000)
     assert approved.approved and approved.charge_id
     again = await gateway.charge("order-b1", "tok_visa", 10_000)

@@ -40,7 +40,7 @@ from services.runtime.embedded.dispatcher import Dispatcher
 from services.runtime.embedded.storage import ServiceDb, SqlStateStore
 from services.runtime.embedded.webhook import OUTBOUND_SCHEMA, RecordingWebhookBinding, WebhookSender
 from services.runtime.failures import CouldNotRun
-from services.runtime.paygate import HttpPaymentGateway
+from services.runtime.paygate import Guard, HttpPaymentGateway
 from services.runtime.ports import BatchHandler, Handler, OutputBinding, Service, StateStore, Subscription
 from services.runtime.process import stop_requested
 from services.runtime.settings import Settings
@@ -84,6 +84,12 @@ def make_database(settings: Settings, service: str) -> Database:
     return SqliteDatabase(settings.data_dir / f"{service}.db", settings.sqlite_synchronous)
 
 
+async def drop_schemas(url: str, prefix: str) -> None:
+    """Remove every service's PostgreSQL schema under ``prefix`` (a throw-away run's data)."""
+    for service in SERVICES:
+        await PostgresDatabase(url, f"{prefix}{service}").drop_schema()
+
+
 def wire(
     service: Service,
     subscribe: Callable[[Subscription, Handler], None],
@@ -102,15 +108,6 @@ def token_issuer(settings: Settings) -> TokenIssuer:
     return TokenIssuer(secret, settings.token_ttl_s)
 
 
-def card_gateway(settings: Settings) -> HttpPaymentGateway:
-    return HttpPaymentGateway(
-        settings.paygate_url,
-        timeout_s=settings.paygate_timeout_s,
-        failure_threshold=settings.paygate_failure_threshold,
-        recovery_timeout_s=settings.paygate_recovery_s,
-    )
-
-
 class Platform:
     """Every service of Baedal in one process, on the embedded runtime."""
 
@@ -119,7 +116,7 @@ class Platform:
     ) -> None:
         self.settings = settings
         self.dbs = {name: ServiceDb(name, make_database(settings, name)) for name in SERVICES}
-        self.gateway = gateway or card_gateway(settings)
+        self.gateway = gateway or HttpPaymentGateway(settings.paygate_url, Guard.of(settings))
         self.services = Services.combine(
             FACTORIES[name](Adapters(SqlStateStore(db), db, self.gateway, RecordingWebhookBinding(db)))
             for name, db in self.dbs.items()
@@ -216,13 +213,7 @@ class ServiceHost:
         self.sidecar = Sidecar(dapr.sidecar_timeout_s)
         self.db = ServiceDb(name, make_database(settings, name))
         self.store = DaprStateStore(self.sidecar, name, dapr.store_of(name), KeyDirectory(self.db), dapr.retention_s)
-        gateway = DaprPaymentGateway(
-            self.sidecar,
-            dapr.paygate_binding,
-            timeout_s=settings.paygate_timeout_s,
-            failure_threshold=settings.paygate_failure_threshold,
-            recovery_timeout_s=settings.paygate_recovery_s,
-        )
+        gateway = DaprPaymentGateway(self.sidecar, dapr.paygate_binding, Guard.of(settings))
         channel = DaprOutputBinding(self.sidecar, dapr.notify_binding)
         self.services = FACTORIES[name](Adapters(self.store, self.db, gateway, channel))
         self.subscriber = DaprSubscriber(name, self.store, dapr.pubsub)

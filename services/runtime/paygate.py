@@ -10,24 +10,39 @@ is not buried under retries and customers hear "try again later" within a second
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from circuitbreaker import CircuitBreaker, CircuitBreakerError
 
 from services.payment.gateway import ChargeResult, GatewayUnavailable
+from services.runtime.settings import Settings
 
 Post = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The limits every card-gateway adapter keeps (``BAEDAL_PAYGATE_*``)."""
+
+    timeout_s: float = 1.0
+    failure_threshold: int = 5
+    recovery_timeout_s: float = 5.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Guard:
+        return cls(settings.paygate_timeout_s, settings.paygate_failure_threshold, settings.paygate_recovery_s)
 
 
 class GuardedGateway:
     """The card-gateway calls behind the circuit breaker, over any transport: ``post(path, body)``
     answers the gateway's JSON or raises :class:`GatewayUnavailable`."""
 
-    def __init__(self, post: Post, failure_threshold: int = 5, recovery_timeout_s: float = 5.0) -> None:
+    def __init__(self, post: Post, guard: Guard) -> None:
         self.breaker = CircuitBreaker(
-            failure_threshold=failure_threshold,
-            recovery_timeout=recovery_timeout_s,
+            failure_threshold=guard.failure_threshold,
+            recovery_timeout=guard.recovery_timeout_s,
             expected_exception=GatewayUnavailable,
             name="payment-gateway",
         )
@@ -55,15 +70,10 @@ class HttpPaymentGateway(GuardedGateway):
     """Embedded: straight to the gateway over HTTP."""
 
     def __init__(
-        self,
-        base_url: str,
-        timeout_s: float = 1.0,
-        failure_threshold: int = 5,
-        recovery_timeout_s: float = 5.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, base_url: str, guard: Guard = Guard(), transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, transport=transport)
-        super().__init__(self._post, failure_threshold, recovery_timeout_s)
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=guard.timeout_s, transport=transport)
+        super().__init__(self._post, guard)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -29,13 +29,12 @@ import aiohttp
 import httpx
 import orjson
 
-from services.entrypoints.bootstrap import SERVICES
+from services.entrypoints.bootstrap import drop_schemas
 from services.payment.domain import MAX_TOP_UP
 from services.runtime.auth import Role, TokenIssuer, load_secret
 from services.runtime.clock import parse_iso
 from services.runtime.failures import CouldNotRun, raise_if_unusable
 from services.runtime.process import spawn_child
-from services.runtime.sql.db import PostgresDatabase
 from services.tools.audit import audit
 
 RESTAURANTS = 10
@@ -237,8 +236,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 async def _drop_schemas(url: str, prefix: str) -> None:
     """Best effort: a failure here must not hide the run's own outcome or error."""
     try:
-        for service in SERVICES:
-            await PostgresDatabase(url, f"{prefix}{service}").drop_schema()
+        await drop_schemas(url, prefix)
     except Exception as exc:
         print(f"warning: could not drop the schemas {prefix}*: {exc}", file=sys.stderr, flush=True)
 

@@ -11,7 +11,7 @@ from dapr.clients.exceptions import DaprGrpcError
 from services.payment.gateway import GatewayUnavailable
 from services.runtime.dapr.sidecar import Sidecar
 from services.runtime.events import dumps, loads
-from services.runtime.paygate import GuardedGateway
+from services.runtime.paygate import Guard, GuardedGateway
 
 
 class DaprPaymentGateway(GuardedGateway):
@@ -19,18 +19,11 @@ class DaprPaymentGateway(GuardedGateway):
     sidecar-side timeout, retries and circuit breaker live in components/), behind the same
     in-process breaker as the embedded adapter, so customers hear "try again later" at once."""
 
-    def __init__(
-        self,
-        sidecar: Sidecar,
-        binding: str,
-        timeout_s: float = 1.0,
-        failure_threshold: int = 5,
-        recovery_timeout_s: float = 5.0,
-    ) -> None:
+    def __init__(self, sidecar: Sidecar, binding: str, guard: Guard = Guard()) -> None:
         self._sidecar = sidecar
         self._binding = binding
-        self._timeout_s = timeout_s
-        super().__init__(self._post, failure_threshold, recovery_timeout_s)
+        self._timeout_s = guard.timeout_s
+        super().__init__(self._post, guard)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
