@@ -1,5 +1,11 @@
-"""Every topic in the system (the event catalogue in docs/events.md describes each payload).
-It imports nothing: every layer may name a topic."""
+"""Every topic in the system (the event catalogue in docs/events.md describes each payload), and
+the pure form of an event a domain change causes. It imports only the standard library: every
+layer may name a topic, and domain code may say what its changes publish."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 CATALOG_UPSERTED = "catalog.restaurant-upserted"
 CATALOG_DELETED = "catalog.restaurant-deleted"
@@ -45,3 +51,14 @@ def stream_of(service: str) -> str:
 
 def dead_letters_of(service: str) -> str:
     return f"{service}-dead-letters"
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """An event an aggregate's change causes, as pure data: ``topic`` and payload ``data`` (and
+    ``deliver_at``, epoch seconds, for a durable timer). The handler's unit of work publishes it,
+    as the service's ``OutboundEvent`` about the aggregate, once the change commits."""
+
+    topic: str
+    data: dict[str, Any]
+    deliver_at: float | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import import_module
@@ -25,23 +25,24 @@ from services import topics
 from services.catalog.manifest import RestaurantResource, load_manifests
 from services.catalog.reconcile import removal_event, snapshot_event
 from services.delivery.domain import Delivery, DeliveryStatus
-from services.delivery.handlers import status_changed as delivery_changed
 from services.entrypoints.bootstrap import SERVICES, Platform, wire
 from services.entrypoints.cli import app as cli
 from services.entrypoints.gateway import ops
 from services.entrypoints.routes import ROUTES
 from services.order.domain import CancelReason, Order, OrderStatus
-from services.order.handlers import cancel_requested, paid, placed, status_changed
+from services.order.handlers import SOURCE as ORDER_SOURCE
 from services.payment.domain import FailureReason, Payment, PaymentStatus
-from services.payment.handlers import _outcome
 from services.restaurant.domain import RejectReason, Ticket, TicketStatus
-from services.restaurant.handlers import RestaurantService, _decision
+from services.restaurant.handlers import RestaurantService
 from services.restaurant_operator.config import OperatorConfig
 from services.restaurant_operator.handlers import SOURCE as OPERATOR_SOURCE
 from services.runtime.events import Event, OutboundEvent
-from services.runtime.ports import BatchHandler, Handler, Put, Record, Subscription, Write
+from services.runtime.memory import MemoryStateStore
+from services.runtime.ports import BatchHandler, Handler, Subscription
 from services.runtime.settings import REPO_ROOT, Settings
+from services.runtime.unit_of_work import outbound
 from services.runtime.web.api import probes
+from services.topics import DomainEvent
 
 DOCS = REPO_ROOT / "docs"
 EXAMPLES = REPO_ROOT / "operator" / "examples"
@@ -167,35 +168,14 @@ def routed(consumer: Registered) -> set[str] | None:
     return {status.value for status in statuses if match({key: {"status": status.value}})}
 
 
-class MemoryStore:
-    """Just enough of a StateStore to run a service's handler and catch the events it commits."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, Record] = {}
-        self.events: list[OutboundEvent] = []
-
-    async def get(self, key: str) -> Record | None:
-        return self.records.get(key)
-
-    async def scan(self, prefix: str) -> list[Record]:
-        return [record for key, record in self.records.items() if key.startswith(prefix)]
-
-    async def commit(self, writes: Sequence[Write], events: Sequence[OutboundEvent] = ()) -> None:
-        for write in writes:
-            if isinstance(write, Put):
-                self.records[write.key] = Record(write.key, write.value, str(int(write.etag or 0) + 1))
-            else:
-                self.records.pop(write.key, None)
-        self.events += events
-
-
 def _restaurant(name: str) -> RestaurantResource:
     (document,) = load_manifests(EXAMPLES / f"{name}.yaml")
     return RestaurantResource.model_validate(document)
 
 
-async def sample_events() -> dict[str, OutboundEvent]:
-    """One real event of every kind, made by the code that publishes it."""
+async def sample_events() -> dict[str, DomainEvent | OutboundEvent]:
+    """One real event of every kind, made by the code that publishes it (the aggregates, the
+    catalog's reconcile step, and handlers run on the in-memory state store)."""
     now = "2026-11-21T06:02:54.249968Z"
     order = Order(
         id="o1",
@@ -224,22 +204,22 @@ async def sample_events() -> dict[str, OutboundEvent]:
     delivery = Delivery(
         "o1", "seoul-chicken", "cust-1", DeliveryStatus.WAITING, False, {"lat": 37.5, "lon": 127.0}, {}, now, now
     )
-    # The accept deadline and the availability change are built inside their handlers: run them.
-    store = MemoryStore()
+    # The accept deadline and the availability change come out of their handlers: run them.
+    store = MemoryStateStore()
     restaurants = RestaurantService(store)
     manual = _restaurant("hanok-bibimbap")
     assert not manual.spec.auto_accept, "the accept-deadline timer needs a manual-accept restaurant"
     await restaurants.catalog.on_upserted(Event.from_envelope(snapshot_event(manual, "u1", 1, "t").envelope()))
-    await restaurants.on_order_paid(Event.from_envelope(paid(order).envelope()))
+    await restaurants.on_order_paid(Event.from_envelope(outbound(order.paid_event(), ORDER_SOURCE, "o1").envelope()))
     await restaurants.change_availability(manual.name, open_=False)
-    events = [
-        placed(order, "tok_visa"),
-        paid(order),
-        status_changed(order),
-        cancel_requested(order),
-        *(_outcome(payment) for payment in payments),
-        *(_decision(ticket) for ticket in [*tickets, rejected]),
-        delivery_changed(delivery),
+    events: list[DomainEvent | OutboundEvent] = [
+        order.placed_event("tok_visa"),
+        order.paid_event(),
+        order.status_event(),
+        order.cancel_requested_event(),
+        *(payment.outcome() for payment in payments),
+        *(ticket.decision() for ticket in [*tickets, rejected]),
+        delivery.status_event(),
         snapshot_event(_restaurant("seoul-chicken"), "u1", 1, "restaurant"),
         removal_event("seoul-chicken", "u1", 1, "restaurant"),
         *store.events,

@@ -9,6 +9,7 @@ from services.order.domain import CancelReason, LineRequest, Order, OrderStatus,
 from services.payment.domain import FailureReason, PaymentStatus, Wallet, pay_from_wallet, refund, void
 from services.restaurant.domain import RejectReason, Ticket, TicketStatus
 from services.runtime.errors import DomainError
+from services.topics import DomainEvent
 
 NOW = "2026-11-21T05:00:00.000000Z"
 SPEC = {
@@ -45,7 +46,8 @@ def command(*lines: tuple[str, int, int], total: int, express: bool = False) -> 
 
 
 def new_order() -> Order:
-    return place("o1", command(("fried", 2, 18000), total=39000), entry(), NOW)
+    order, _ = place("o1", command(("fried", 2, 18000), total=39000), entry(), NOW)
+    return order
 
 
 # ------------------------------------------------------------------ placement
@@ -59,7 +61,8 @@ def test_place_computes_total_with_delivery_fee() -> None:
 
 
 def test_express_uses_the_express_fee() -> None:
-    assert place("o", command(("fried", 1, 18000), total=23000, express=True), entry(), NOW).total_price == 23000
+    order, _ = place("o", command(("fried", 1, 18000), total=23000, express=True), entry(), NOW)
+    assert order.total_price == 23000
     with pytest.raises(DomainError) as error:
         place("o", command(("fried", 1, 18000), total=21000, express=True), entry(), NOW)
     assert error.value.code == "TOTAL_MISMATCH"
@@ -153,18 +156,18 @@ def test_order_round_trips_through_dict() -> None:
 
 def test_wallet_pays_only_what_it_holds() -> None:
     wallet = Wallet("c", balance=50_000, topped_up=50_000)
-    assert pay_from_wallet(wallet, "o1", 39_000).status is PaymentStatus.COMPLETED
-    failed = pay_from_wallet(wallet, "o2", 39_000)
+    assert pay_from_wallet(wallet, "o1", 39_000)[0].status is PaymentStatus.COMPLETED
+    failed, _ = pay_from_wallet(wallet, "o2", 39_000)
     assert (failed.status, failed.failure_reason) == (PaymentStatus.FAILED, FailureReason.INSUFFICIENT_FUNDS)
     assert wallet.balance == 11_000
 
 
 def test_refund_once() -> None:
     wallet = Wallet("c", balance=39_000, topped_up=39_000)
-    payment = pay_from_wallet(wallet, "o", 39_000)
+    payment, _ = pay_from_wallet(wallet, "o", 39_000)
     assert refund(wallet, payment) and wallet.balance == 39_000
     assert not refund(wallet, payment) and wallet.balance == 39_000
-    assert not refund(wallet, void("o2", "c", 100, "wallet"))
+    assert not refund(wallet, void("o2", "c", 100, "wallet")[0])
 
 
 @pytest.mark.parametrize("amount", [0, -1, 10_000_001])
@@ -190,6 +193,48 @@ def test_ticket_decisions_are_final() -> None:
     timed_out = ticket()
     assert timed_out.time_out("t") and timed_out.reason == "ACCEPT_TIMEOUT"
     assert not timed_out.cancel("t")
+
+
+# ------------------------------------------------------------------ the events changes cause
+
+
+def topics_of(events: list[DomainEvent]) -> list[str]:
+    return [e.topic for e in events]
+
+
+def test_order_changes_return_the_events_they_cause() -> None:
+    order, events = place("o1", command(("fried", 2, 18000), total=39000), entry(), NOW)
+    assert topics_of(events) == ["order.placed", "order.status-changed"]
+    assert topics_of(order.payment_completed("t")) == ["order.status-changed", "order.paid"]
+    assert order.payment_completed("t") == [], "a repeated event changes nothing and causes nothing"
+    rejected = order.restaurant_rejected(CancelReason.REJECTED, "t")
+    assert topics_of(rejected) == ["order.status-changed", "order.cancel-requested"]
+    assert rejected[1].data["reason"] == "REJECTED"
+    (refunded,) = order.payment_refunded("t")
+    assert refunded.data == {"order": order.view(), "version": 4}
+
+
+def test_a_payment_announces_each_status_once() -> None:
+    wallet = Wallet("c", balance=39_000, topped_up=39_000)
+    payment, events = pay_from_wallet(wallet, "o", 39_000)
+    assert topics_of(events) == ["payment.completed"]
+    assert topics_of(refund(wallet, payment)) == ["payment.refunded"]
+    (voided,) = void("o2", "c", 100, "card")[1]
+    assert (voided.topic, voided.data["reason"], voided.data["failure_reason"]) == (
+        "payment.failed",
+        "PAYMENT_FAILED",
+        FailureReason.CANCELLED_BEFORE_PAYMENT,
+    )
+
+
+def test_a_new_ticket_is_accepted_rejected_or_given_a_deadline_by_its_restaurant() -> None:
+    assert topics_of(ticket().open(entry(), NOW, 1000.0)) == ["ticket.accepted"]
+    gone = ticket()
+    assert topics_of(gone.open(entry(deleted=True), NOW, 1000.0)) == ["ticket.rejected"]
+    waiting = ticket()
+    (timer,) = waiting.open(entry(spec={**SPEC, "auto_accept": False}), NOW, 1000.0)
+    assert (timer.topic, timer.data, timer.deliver_at) == ("ticket.accept-deadline", {"order_id": "o"}, 1300.0)
+    assert waiting.status is TicketStatus.PENDING and waiting.accept_deadline == "1970-01-01T00:21:40.000000Z"
 
 
 # ------------------------------------------------------------------ catalog projection

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from services.catalog import projection
 from services.runtime.events import Event
-from services.runtime.ports import Put, Record, StateStore, retry_on_conflict
+from services.runtime.ports import Record, StateStore
+from services.runtime.unit_of_work import UnitOfWork, run_step
 
 Apply = Callable[[projection.Entry | None, dict[str, object]], projection.Entry | None]
 
@@ -36,13 +37,13 @@ class CatalogReplica:
     async def _apply(self, event: Event, apply: Apply) -> None:
         key = self.key(event.data["restaurant_id"])
 
-        async def attempt() -> None:
-            record = await self.store.get(key)
+        async def step(uow: UnitOfWork) -> None:
+            record = await uow.get(key)
             updated = apply(record.value if record else None, event.data)
             if updated is not None:  # None: stale or already applied
-                await self.store.commit([Put(key, updated, record.etag if record else None)])
+                uow.put(key, updated)
 
-        await retry_on_conflict(attempt)
+        await run_step(self.store, step)
 
     async def on_upserted(self, event: Event) -> None:
         await self._apply(event, projection.apply_snapshot)

@@ -1,4 +1,6 @@
-"""Deliveries: one per accepted order, visible to riders once the food is READY. Pure: no I/O."""
+"""Deliveries: one per accepted order, visible to riders once the food is READY. Pure: no I/O.
+
+Every change returns the event it causes, ``delivery.status-changed`` (none when nothing changed)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from services import topics
 from services.runtime.errors import DomainError
+from services.topics import DomainEvent
 
 EARTH_RADIUS_KM = 6371.0088
 MAX_RADIUS_KM = 50.0
@@ -46,50 +50,71 @@ class Delivery:
     def from_dict(cls, data: dict[str, Any]) -> Delivery:
         return cls(**{**data, "status": DeliveryStatus(data["status"])})
 
-    def _move(self, status: DeliveryStatus, now: str) -> None:
+    def status_event(self) -> DomainEvent:
+        """``delivery.status-changed``: the whole delivery, with the version the board keeps."""
+        return DomainEvent(topics.DELIVERY_STATUS_CHANGED, {"delivery": self.to_dict(), "version": self.version})
+
+    def _move(self, status: DeliveryStatus, now: str) -> list[DomainEvent]:
         self.status = status
         self.updated_at = now
         self.version += 1
+        return [self.status_event()]
 
-    def make_available(self, now: str) -> bool:
+    def make_available(self, now: str) -> list[DomainEvent]:
         if self.status is not DeliveryStatus.WAITING:
-            return False
-        self._move(DeliveryStatus.AVAILABLE, now)
-        return True
+            return []
+        return self._move(DeliveryStatus.AVAILABLE, now)
 
-    def claim(self, rider_id: str, now: str) -> bool:
+    def claim(self, rider_id: str, now: str) -> list[DomainEvent]:
         """First claim wins; the same rider claiming again changes nothing."""
         if self.status is DeliveryStatus.CLAIMED and self.rider_id == rider_id:
-            return False
+            return []
         if self.rider_id is not None and self.rider_id != rider_id:
             raise DomainError("DELIVERY_ALREADY_CLAIMED", f"delivery {self.order_id!r} was claimed by another rider")
         if self.status is not DeliveryStatus.AVAILABLE:
             raise DomainError("INVALID_STATE", f"delivery {self.order_id!r} is {self.status.value}, not AVAILABLE")
         self.rider_id = rider_id
-        self._move(DeliveryStatus.CLAIMED, now)
-        return True
+        return self._move(DeliveryStatus.CLAIMED, now)
 
     def _require_rider(self, rider_id: str) -> None:
         if self.rider_id != rider_id:
             raise DomainError("FORBIDDEN", "only the rider who claimed this delivery may do that")
 
-    def pick_up(self, rider_id: str, now: str) -> None:
+    def pick_up(self, rider_id: str, now: str) -> list[DomainEvent]:
         self._require_rider(rider_id)
         if self.status is not DeliveryStatus.CLAIMED:
             raise DomainError("INVALID_STATE", f"delivery is {self.status.value}, not CLAIMED")
-        self._move(DeliveryStatus.PICKED_UP, now)
+        return self._move(DeliveryStatus.PICKED_UP, now)
 
-    def deliver(self, rider_id: str, now: str) -> None:
+    def deliver(self, rider_id: str, now: str) -> list[DomainEvent]:
         self._require_rider(rider_id)
         if self.status is not DeliveryStatus.PICKED_UP:
             raise DomainError("INVALID_STATE", f"delivery is {self.status.value}, not PICKED_UP")
-        self._move(DeliveryStatus.DELIVERED, now)
+        return self._move(DeliveryStatus.DELIVERED, now)
 
-    def cancel(self, now: str) -> bool:
+    def cancel(self, now: str) -> list[DomainEvent]:
         if self.status not in CANCELLABLE:
-            return False
-        self._move(DeliveryStatus.CANCELLED, now)
-        return True
+            return []
+        return self._move(DeliveryStatus.CANCELLED, now)
+
+
+def open_delivery(
+    order: dict[str, Any], pickup: dict[str, float], ready: bool, now: str
+) -> tuple[Delivery, list[DomainEvent]]:
+    """The delivery of an accepted order (``order``: the order's view), picked up at the
+    restaurant's ``pickup`` location: WAITING while the food is cooked, AVAILABLE once READY."""
+    delivery = Delivery(
+        order_id=order["id"],
+        restaurant_id=order["restaurant_id"],
+        customer_id=order["customer_id"],
+        status=DeliveryStatus.AVAILABLE if ready else DeliveryStatus.WAITING,
+        express=bool(order["delivery"].get("express")),
+        pickup=dict(pickup),
+        dropoff={k: order["delivery"][k] for k in ("address", "lat", "lon")},
+        created_at=now,
+        updated_at=now,
+    )
+    return delivery, [delivery.status_event()]
 
 
 def distance_km(a: dict[str, float], b: dict[str, float]) -> float:

@@ -8,35 +8,22 @@ from typing import Any
 from services import topics
 from services.catalog.replica import CatalogReplica
 from services.delivery.board import DeliveryBoard
-from services.delivery.domain import Delivery, DeliveryStatus, rank
+from services.delivery.domain import Delivery, DeliveryStatus, open_delivery, rank
 from services.runtime.clock import now_iso
 from services.runtime.errors import DomainError
-from services.runtime.events import Event, OutboundEvent
-from services.runtime.ports import (
-    BatchHandler,
-    Handler,
-    Put,
-    RetryLater,
-    StateStore,
-    Subscription,
-    retry_on_conflict,
-)
+from services.runtime.events import Event
+from services.runtime.ports import BatchHandler, Handler, RetryLater, StateStore, Subscription
+from services.runtime.unit_of_work import UnitOfWork, run_step
+from services.topics import DomainEvent
 
 SOURCE = "delivery"
 SEARCH_LIMIT = 50
 
+Change = Callable[[Delivery, str], list[DomainEvent]]
+
 
 def delivery_key(order_id: str) -> str:
     return f"delivery:{order_id}"
-
-
-def status_changed(delivery: Delivery) -> OutboundEvent:
-    return OutboundEvent(
-        topic=topics.DELIVERY_STATUS_CHANGED,
-        source=SOURCE,
-        subject=delivery.order_id,
-        data={"delivery": delivery.to_dict(), "version": delivery.version},
-    )
 
 
 class DeliveryService:
@@ -52,19 +39,31 @@ class DeliveryService:
     async def available(self, origin: dict[str, float], radius_km: float) -> list[dict[str, Any]]:
         return rank(await self.board.near(origin, radius_km), origin, radius_km)[:SEARCH_LIMIT]
 
-    # ------------------------------------------------------------------ rider commands
+    async def _change(self, order_id: str, change: Change, must_exist: bool) -> Delivery | None:
+        """Apply a change to a stored delivery with the event it causes (none: nothing written).
+        A missing delivery is DELIVERY_NOT_FOUND for a rider's command, nothing to do for a reaction."""
 
-    async def _act(self, order_id: str, act: Callable[[Delivery, str], bool | None]) -> Delivery:
-        async def attempt() -> Delivery:
-            record = await self.store.get(delivery_key(order_id))
+        async def step(uow: UnitOfWork) -> Delivery | None:
+            record = await uow.get(delivery_key(order_id))
             if record is None:
-                raise DomainError("DELIVERY_NOT_FOUND", f"no delivery {order_id!r}")
+                if must_exist:
+                    raise DomainError("DELIVERY_NOT_FOUND", f"no delivery {order_id!r}")
+                return None
             delivery = Delivery.from_dict(record.value)
-            if act(delivery, now_iso()) is not False:
-                await self.store.commit([Put(record.key, delivery.to_dict(), record.etag)], [status_changed(delivery)])
+            events = change(delivery, now_iso())
+            if events:
+                uow.put(record.key, delivery.to_dict())
+                uow.emit(delivery.order_id, events)
             return delivery
 
-        return await retry_on_conflict(attempt)
+        return await run_step(self.store, step, SOURCE)
+
+    # ------------------------------------------------------------------ rider commands
+
+    async def _act(self, order_id: str, act: Change) -> Delivery:
+        delivery = await self._change(order_id, act, must_exist=True)
+        assert delivery is not None
+        return delivery
 
     async def claim(self, order_id: str, rider_id: str) -> Delivery:
         """First wins: the ETag guard lets exactly one of two simultaneous claims commit; the other
@@ -88,49 +87,25 @@ class DeliveryService:
         elif status == "READY":
             await self._open(order, ready=True)
         elif status in ("CANCELLING", "CANCELLED"):
-            await self._change(order["id"], Delivery.cancel)
+            await self._change(order["id"], Delivery.cancel, must_exist=False)
 
     async def _open(self, order: dict[str, Any], ready: bool) -> None:
-        async def attempt() -> None:
-            record = await self.store.get(delivery_key(order["id"]))
+        async def step(uow: UnitOfWork) -> None:
+            record = await uow.get(delivery_key(order["id"]))
             now = now_iso()
             if record is not None:
                 delivery = Delivery.from_dict(record.value)
-                if ready and delivery.make_available(now):
-                    await self.store.commit(
-                        [Put(record.key, delivery.to_dict(), record.etag)], [status_changed(delivery)]
-                    )
-                return
-            restaurant = await self.restaurants.live(order["restaurant_id"])
-            if restaurant is None:
-                raise RetryLater(f"restaurant {order['restaurant_id']!r} not in the delivery service's catalog yet")
-            delivery = Delivery(
-                order_id=order["id"],
-                restaurant_id=order["restaurant_id"],
-                customer_id=order["customer_id"],
-                status=DeliveryStatus.AVAILABLE if ready else DeliveryStatus.WAITING,
-                express=bool(order["delivery"].get("express")),
-                pickup=dict(restaurant["spec"]["location"]),
-                dropoff={k: order["delivery"][k] for k in ("address", "lat", "lon")},
-                created_at=now,
-                updated_at=now,
-            )
-            await self.store.commit(
-                [Put(delivery_key(delivery.order_id), delivery.to_dict(), None)], [status_changed(delivery)]
-            )
+                events = delivery.make_available(now) if ready else []
+            else:
+                restaurant = await self.restaurants.live(order["restaurant_id"])
+                if restaurant is None:
+                    raise RetryLater(f"restaurant {order['restaurant_id']!r} not in the delivery service's catalog yet")
+                delivery, events = open_delivery(order, restaurant["spec"]["location"], ready, now)
+            if events:
+                uow.put(delivery_key(delivery.order_id), delivery.to_dict())
+                uow.emit(delivery.order_id, events)
 
-        await retry_on_conflict(attempt)
-
-    async def _change(self, order_id: str, change: Callable[[Delivery, str], bool]) -> None:
-        async def attempt() -> None:
-            record = await self.store.get(delivery_key(order_id))
-            if record is None:
-                return
-            delivery = Delivery.from_dict(record.value)
-            if change(delivery, now_iso()):
-                await self.store.commit([Put(record.key, delivery.to_dict(), record.etag)], [status_changed(delivery)])
-
-        await retry_on_conflict(attempt)
+        await run_step(self.store, step, SOURCE)
 
     async def on_board_changes(self, events: Sequence[Event]) -> None:
         await self.board.apply([(e.data["delivery"], int(e.data["version"])) for e in events])

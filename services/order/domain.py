@@ -1,4 +1,7 @@
-"""The order aggregate and its state machine. Pure: no I/O, no clock (callers pass ``now``)."""
+"""The order aggregate and its state machine. Pure: no I/O, no clock (callers pass ``now``).
+
+Every change returns the events it causes (:class:`~services.topics.DomainEvent`): an empty list
+when a late or repeated saga event changes nothing."""
 
 from __future__ import annotations
 
@@ -6,8 +9,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from services import topics
 from services.catalog import projection
 from services.runtime.errors import DomainError
+from services.topics import DomainEvent
 
 
 class OrderStatus(StrEnum):
@@ -117,6 +122,54 @@ class Order:
         data.pop("version")
         return data
 
+    # ------------------------------------------------------------------ the events it publishes
+
+    def status_event(self) -> DomainEvent:
+        """``order.status-changed``: the order as the API shows it, after every change."""
+        return DomainEvent(topics.ORDER_STATUS_CHANGED, {"order": self.view(), "version": self.version})
+
+    def placed_event(self, card_token: str | None) -> DomainEvent:
+        """``order.placed``, for the payment service (the only place the card token travels)."""
+        return DomainEvent(
+            topics.ORDER_PLACED,
+            {
+                "order_id": self.id,
+                "customer_id": self.customer_id,
+                "restaurant_id": self.restaurant_id,
+                "amount": self.total_price,
+                "payment": {"method": self.payment["method"], "card_token": card_token},
+            },
+        )
+
+    def paid_event(self) -> DomainEvent:
+        """``order.paid``, for the restaurant: what to cook, and where it goes."""
+        return DomainEvent(
+            topics.ORDER_PAID,
+            {
+                "order_id": self.id,
+                "customer_id": self.customer_id,
+                "restaurant_id": self.restaurant_id,
+                "total_price": self.total_price,
+                "items": self.items,
+                "delivery": self.delivery,
+            },
+        )
+
+    def cancel_requested_event(self) -> DomainEvent:
+        """``order.cancel-requested``, for the payment (refund or void) and the restaurant."""
+        assert self.cancel_reason is not None
+        return DomainEvent(
+            topics.ORDER_CANCEL_REQUESTED,
+            {
+                "order_id": self.id,
+                "customer_id": self.customer_id,
+                "restaurant_id": self.restaurant_id,
+                "amount": self.total_price,
+                "method": self.payment["method"],
+                "reason": self.cancel_reason.value,
+            },
+        )
+
     # ------------------------------------------------------------------ transitions
 
     def _move(self, status: OrderStatus, now: str) -> None:
@@ -125,95 +178,103 @@ class Order:
         self.history.append({"status": status.value, "at": now})
         self.version += 1
 
-    def payment_completed(self, now: str) -> bool:
-        """PENDING → PAID. Anything else is a late or repeated event and changes nothing (a
-        cancelling order's money is refunded by the payment service, which saw the cancel too)."""
+    def payment_completed(self, now: str) -> list[DomainEvent]:
+        """PENDING → PAID, then ``order.paid``. Anything else is a late or repeated event and
+        changes nothing (a cancelling order's money is refunded by the payment service, which saw
+        the cancel too)."""
         if self.status is not OrderStatus.PENDING:
-            return False
+            return []
         self.payment["status"] = "COMPLETED"
         self._move(OrderStatus.PAID, now)
-        return True
+        return [self.status_event(), self.paid_event()]
 
-    def payment_failed(self, reason: CancelReason, now: str) -> bool:
+    def payment_failed(self, reason: CancelReason, now: str) -> list[DomainEvent]:
         """No money moved: PENDING → CANCELLED, or CANCELLING → CANCELLED when the customer had
         already asked to cancel."""
         if self.status is OrderStatus.PENDING:
             self.cancel_reason = reason
         elif self.status is not OrderStatus.CANCELLING:
-            return False
+            return []
         self.payment["status"] = "FAILED"
         self._move(OrderStatus.CANCELLED, now)
-        return True
+        return [self.status_event()]
 
-    def payment_refunded(self, now: str) -> bool:
+    def payment_refunded(self, now: str) -> list[DomainEvent]:
         if self.status is not OrderStatus.CANCELLING:
-            return False
+            return []
         self.payment["status"] = "REFUNDED"
         self._move(OrderStatus.CANCELLED, now)
-        return True
+        return [self.status_event()]
 
-    def restaurant_accepted(self, now: str) -> bool:
+    def restaurant_accepted(self, now: str) -> list[DomainEvent]:
         if self.status is not OrderStatus.PAID:
-            return False
+            return []
         self._move(OrderStatus.ACCEPTED, now)
-        return True
+        return [self.status_event()]
 
-    def restaurant_rejected(self, reason: CancelReason, now: str) -> bool:
-        """PAID → CANCELLING: the money is refunded before the order is CANCELLED."""
+    def restaurant_rejected(self, reason: CancelReason, now: str) -> list[DomainEvent]:
+        """PAID → CANCELLING, then ``order.cancel-requested``: the money is refunded before the
+        order is CANCELLED."""
         if self.status is not OrderStatus.PAID:
-            return False
+            return []
         self.cancel_reason = reason
         self._move(OrderStatus.CANCELLING, now)
-        return True
+        return [self.status_event(), self.cancel_requested_event()]
 
-    def cooking_started(self, now: str) -> bool:
+    def cooking_started(self, now: str) -> list[DomainEvent]:
         if self.status is not OrderStatus.ACCEPTED:
-            return False
+            return []
         self._move(OrderStatus.COOKING, now)
-        return True
+        return [self.status_event()]
 
-    def cooking_finished(self, now: str) -> bool:
+    def cooking_finished(self, now: str) -> list[DomainEvent]:
         """→ READY; from ACCEPTED too when the 'started' event is still on its way (both steps are
-        recorded, so the history shows every state)."""
+        recorded, so the history shows every state; one event tells the result)."""
         if self.status is OrderStatus.ACCEPTED:
             self._move(OrderStatus.COOKING, now)
         if self.status is not OrderStatus.COOKING:
-            return False
+            return []
         self._move(OrderStatus.READY, now)
-        return True
+        return [self.status_event()]
 
-    def picked_up(self, now: str) -> bool:
+    def picked_up(self, now: str) -> list[DomainEvent]:
         if self.status is not OrderStatus.READY:
-            return False
+            return []
         self._move(OrderStatus.PICKED_UP, now)
-        return True
+        return [self.status_event()]
 
-    def delivered(self, now: str) -> bool:
+    def delivered(self, now: str) -> list[DomainEvent]:
         if self.status is OrderStatus.READY:
             self._move(OrderStatus.PICKED_UP, now)
         if self.status is not OrderStatus.PICKED_UP:
-            return False
+            return []
         self._move(OrderStatus.DELIVERED, now)
-        return True
+        return [self.status_event()]
 
-    def confirm(self, now: str) -> None:
+    def confirm(self, now: str) -> list[DomainEvent]:
         """The customer confirms receipt."""
         if self.status is not OrderStatus.DELIVERED:
             raise DomainError(
                 "INVALID_STATE", f"only a DELIVERED order can be confirmed, this one is {self.status.value}"
             )
         self._move(OrderStatus.COMPLETED, now)
+        return [self.status_event()]
 
-    def request_cancel(self, now: str) -> None:
-        """The customer's cancel. Raises INVALID_STATE once cooking has started or it is over."""
+    def request_cancel(self, now: str) -> list[DomainEvent]:
+        """The customer's cancel, then ``order.cancel-requested``. Raises INVALID_STATE once cooking
+        has started or it is over."""
         if self.status not in CUSTOMER_CANCELLABLE:
             raise DomainError("INVALID_STATE", f"an order in {self.status.value} can no longer be cancelled")
         self.cancel_reason = CancelReason.CUSTOMER_CANCELLED
         self._move(OrderStatus.CANCELLING, now)
+        return [self.status_event(), self.cancel_requested_event()]
 
 
-def place(order_id: str, command: PlaceOrder, entry: projection.Entry | None, now: str) -> Order:
-    """Validate a request against the order service's own menu read store and build the order."""
+def place(
+    order_id: str, command: PlaceOrder, entry: projection.Entry | None, now: str
+) -> tuple[Order, list[DomainEvent]]:
+    """Validate a request against the order service's own menu read store and build the order,
+    with the events placing it causes: ``order.placed`` and its first ``order.status-changed``."""
     if not projection.is_live(entry):
         raise DomainError("RESTAURANT_NOT_FOUND", f"restaurant {command.restaurant_id!r} does not exist")
     assert entry is not None
@@ -252,7 +313,7 @@ def place(order_id: str, command: PlaceOrder, entry: projection.Entry | None, no
             "TOTAL_MISMATCH",
             f"total_price must be {expected} (items plus delivery fee {fee}), not {command.total_price}",
         )
-    return Order(
+    order = Order(
         id=order_id,
         customer_id=command.customer_id,
         restaurant_id=command.restaurant_id,
@@ -265,3 +326,4 @@ def place(order_id: str, command: PlaceOrder, entry: projection.Entry | None, no
         updated_at=now,
         history=[{"status": OrderStatus.PENDING.value, "at": now}],
     )
+    return order, [order.placed_event(command.card_token), order.status_event()]

@@ -13,8 +13,10 @@ from services.order.domain import CancelReason, Order, PlaceOrder, place
 from services.order.views import OrderViews
 from services.runtime.clock import now_iso
 from services.runtime.errors import DomainError
-from services.runtime.events import Event, OutboundEvent, dumps, new_id
-from services.runtime.ports import BatchHandler, DropEvent, Handler, Put, StateStore, Subscription, retry_on_conflict
+from services.runtime.events import Event, dumps, new_id
+from services.runtime.ports import BatchHandler, DropEvent, Handler, StateStore, Subscription
+from services.runtime.unit_of_work import UnitOfWork, run_step
+from services.topics import DomainEvent
 
 SOURCE = "order"
 
@@ -23,66 +25,20 @@ def order_key(order_id: str) -> str:
     return f"order:{order_id}"
 
 
-def _event(topic: str, order: Order, data: dict[str, Any]) -> OutboundEvent:
-    return OutboundEvent(topic=topic, data=data, source=SOURCE, subject=order.id)
-
-
-def status_changed(order: Order) -> OutboundEvent:
-    return _event(topics.ORDER_STATUS_CHANGED, order, {"order": order.view(), "version": order.version})
-
-
-def placed(order: Order, card_token: str | None) -> OutboundEvent:
-    return _event(
-        topics.ORDER_PLACED,
-        order,
-        {
-            "order_id": order.id,
-            "customer_id": order.customer_id,
-            "restaurant_id": order.restaurant_id,
-            "amount": order.total_price,
-            "payment": {"method": order.payment["method"], "card_token": card_token},
-        },
-    )
-
-
-def paid(order: Order) -> OutboundEvent:
-    return _event(
-        topics.ORDER_PAID,
-        order,
-        {
-            "order_id": order.id,
-            "customer_id": order.customer_id,
-            "restaurant_id": order.restaurant_id,
-            "total_price": order.total_price,
-            "items": order.items,
-            "delivery": order.delivery,
-        },
-    )
-
-
-def cancel_requested(order: Order) -> OutboundEvent:
-    assert order.cancel_reason is not None
-    return _event(
-        topics.ORDER_CANCEL_REQUESTED,
-        order,
-        {
-            "order_id": order.id,
-            "customer_id": order.customer_id,
-            "restaurant_id": order.restaurant_id,
-            "amount": order.total_price,
-            "method": order.payment["method"],
-            "reason": order.cancel_reason.value,
-        },
-    )
-
-
 def request_fingerprint(command: PlaceOrder) -> str:
     return hashlib.sha256(dumps(command.__dict__ | {"items": [i.__dict__ for i in command.items]}).encode()).hexdigest()
 
 
-Change = Callable[[Order, str], bool]
+Change = Callable[[Order, str], list[DomainEvent]]
 DELIVERY_TRANSITIONS: dict[str, Change] = {"PICKED_UP": Order.picked_up, "DELIVERED": Order.delivered}
-FollowUp = Callable[[Order], list[OutboundEvent]]
+
+
+def _not_found(order_id: str) -> Exception:
+    return DomainError("ORDER_NOT_FOUND", f"order {order_id!r} does not exist")
+
+
+def _unknown(order_id: str) -> Exception:
+    return DropEvent(f"event for unknown order {order_id!r}")
 
 
 class OrderService:
@@ -100,20 +56,20 @@ class OrderService:
         fingerprint = request_fingerprint(command)
         idem_key = f"idem:{command.customer_id}:{idempotency_key}" if idempotency_key else None
 
-        async def attempt() -> tuple[Order, bool]:
+        async def step(uow: UnitOfWork) -> tuple[Order, bool]:
             if idem_key is not None:
-                earlier = await self.store.get(idem_key)
+                earlier = await uow.get(idem_key)
                 if earlier is not None:
                     return await self._replay(earlier.value, fingerprint), False
             menu = await self.menus.record(command.restaurant_id)
-            order = place(new_id(), command, menu.value if menu else None, now_iso())
-            writes = [Put(order_key(order.id), order.to_dict(), None)]
-            if idem_key is not None:
-                writes.append(Put(idem_key, {"order_id": order.id, "fingerprint": fingerprint}, None))
-            await self.store.commit(writes, [placed(order, command.card_token), status_changed(order)])
+            order, events = place(new_id(), command, menu.value if menu else None, now_iso())
+            uow.put(order_key(order.id), order.to_dict())  # a new id: created, never overwritten
+            if idem_key is not None:  # read as missing: a concurrent first use of the key conflicts
+                uow.put(idem_key, {"order_id": order.id, "fingerprint": fingerprint})
+            uow.emit(order.id, events)
             return order, True
 
-        return await retry_on_conflict(attempt)
+        return await run_step(self.store, step, SOURCE)
 
     async def _replay(self, earlier: dict[str, Any], fingerprint: str) -> Order:
         if earlier["fingerprint"] != fingerprint:
@@ -126,25 +82,29 @@ class OrderService:
         record = await self.store.get(order_key(order_id))
         return Order.from_dict(record.value) if record else None
 
-    async def _command(
-        self, order_id: str, act: Callable[[Order, str], None], follow_up: FollowUp | None = None
-    ) -> Order:
-        """A customer's command on an order; ``act`` raises DomainError when it is not allowed now."""
+    async def _change(self, order_id: str, change: Change, missing: Callable[[str], Exception]) -> Order:
+        """Apply a change to a stored order with the events it causes. A customer's command raises
+        DomainError when it is not allowed now; a saga event that is late or repeated causes no
+        event and writes nothing (rule 3)."""
 
-        async def attempt() -> Order:
-            record = await self.store.get(order_key(order_id))
+        async def step(uow: UnitOfWork) -> Order:
+            record = await uow.get(order_key(order_id))
             if record is None:
-                raise DomainError("ORDER_NOT_FOUND", f"order {order_id!r} does not exist")
+                raise missing(order_id)
             order = Order.from_dict(record.value)
-            act(order, now_iso())
-            events = [status_changed(order), *(follow_up(order) if follow_up else [])]
-            await self.store.commit([Put(record.key, order.to_dict(), record.etag)], events)
+            events = change(order, now_iso())
+            if events:
+                uow.put(record.key, order.to_dict())
+                uow.emit(order.id, events)
             return order
 
-        return await retry_on_conflict(attempt)
+        return await run_step(self.store, step, SOURCE)
 
     async def cancel(self, order_id: str) -> Order:
-        return await self._command(order_id, Order.request_cancel, lambda o: [cancel_requested(o)])
+        return await self._change(order_id, Order.request_cancel, _not_found)
+
+    async def confirm(self, order_id: str) -> Order:
+        return await self._change(order_id, Order.confirm, _not_found)
 
     async def menu(self, restaurant_id: str) -> projection.Entry | None:
         return await self.menus.live(restaurant_id)
@@ -154,23 +114,11 @@ class OrderService:
 
     # ------------------------------------------------------------------ saga reactions
 
-    async def _transition(self, order_id: str, change: Change, follow_up: FollowUp | None = None) -> None:
-        """Apply a guarded state change; a late or repeated event changes nothing (rule 3)."""
-
-        async def attempt() -> None:
-            record = await self.store.get(order_key(order_id))
-            if record is None:
-                raise DropEvent(f"event for unknown order {order_id!r}")
-            order = Order.from_dict(record.value)
-            if not change(order, now_iso()):
-                return
-            events = [status_changed(order), *(follow_up(order) if follow_up else [])]
-            await self.store.commit([Put(record.key, order.to_dict(), record.etag)], events)
-
-        await retry_on_conflict(attempt)
+    async def _transition(self, order_id: str, change: Change) -> None:
+        await self._change(order_id, change, _unknown)
 
     async def on_payment_completed(self, event: Event) -> None:
-        await self._transition(event.data["order_id"], Order.payment_completed, lambda o: [paid(o)])
+        await self._transition(event.data["order_id"], Order.payment_completed)
 
     async def on_payment_failed(self, event: Event) -> None:
         reason = CancelReason(event.data.get("reason", CancelReason.PAYMENT_FAILED))
@@ -184,9 +132,7 @@ class OrderService:
 
     async def on_ticket_rejected(self, event: Event) -> None:
         reason = CancelReason(event.data["reason"])
-        await self._transition(
-            event.data["order_id"], lambda o, now: o.restaurant_rejected(reason, now), lambda o: [cancel_requested(o)]
-        )
+        await self._transition(event.data["order_id"], lambda o, now: o.restaurant_rejected(reason, now))
 
     async def on_cooking_started(self, event: Event) -> None:
         await self._transition(event.data["order_id"], Order.cooking_started)
@@ -198,9 +144,6 @@ class OrderService:
         change = DELIVERY_TRANSITIONS.get(event.data["delivery"]["status"])
         if change is not None:
             await self._transition(event.data["delivery"]["order_id"], change)
-
-    async def confirm(self, order_id: str) -> Order:
-        return await self._command(order_id, Order.confirm)
 
     async def on_status_changed(self, events: Sequence[Event]) -> None:
         await self.views.apply([(e.data["order"], int(e.data["version"])) for e in events])

@@ -5,19 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from services import topics
-from services.payment.domain import (
-    FailureReason,
-    Payment,
-    PaymentStatus,
-    Wallet,
-    card_payment,
-    pay_from_wallet,
-    refund,
-    void,
-)
+from services.payment.domain import Made, Payment, PaymentStatus, Wallet, card_payment, pay_from_wallet, refund, void
 from services.payment.gateway import GatewayUnavailable, PaymentGateway
-from services.runtime.events import Event, OutboundEvent
-from services.runtime.ports import BatchHandler, Handler, Put, Record, StateStore, Subscription, retry_on_conflict
+from services.runtime.events import Event
+from services.runtime.ports import BatchHandler, Handler, StateStore, Subscription
+from services.runtime.unit_of_work import UnitOfWork, run_step
 
 SOURCE = "payment"
 
@@ -30,25 +22,10 @@ def payment_key(order_id: str) -> str:
     return f"payment:{order_id}"
 
 
-def _outcome(payment: Payment) -> OutboundEvent:
-    data: dict[str, Any] = {
-        "order_id": payment.order_id,
-        "customer_id": payment.customer_id,
-        "amount": payment.amount,
-        "method": payment.method,
-    }
-    if payment.status is PaymentStatus.COMPLETED:
-        topic = topics.PAYMENT_COMPLETED
-    elif payment.status is PaymentStatus.REFUNDED:
-        topic = topics.PAYMENT_REFUNDED
-    else:
-        topic = topics.PAYMENT_FAILED
-        unavailable = payment.failure_reason is FailureReason.GATEWAY_UNAVAILABLE
-        data |= {
-            "reason": "PAYMENT_UNAVAILABLE" if unavailable else "PAYMENT_FAILED",
-            "failure_reason": payment.failure_reason,
-        }
-    return OutboundEvent(topic=topic, data=data, source=SOURCE, subject=payment.order_id)
+async def _wallet(reader: StateStore | UnitOfWork, customer_id: str) -> Wallet:
+    """The customer's wallet, empty until the first top-up."""
+    record = await reader.get(wallet_key(customer_id))
+    return Wallet(**record.value) if record else Wallet(customer_id)
 
 
 class PaymentService:
@@ -56,21 +33,17 @@ class PaymentService:
         self.store = store
         self.gateway = gateway
 
-    async def _wallet(self, customer_id: str) -> tuple[Wallet, Record | None]:
-        record = await self.store.get(wallet_key(customer_id))
-        return (Wallet(**record.value) if record else Wallet(customer_id)), record
-
     async def wallet(self, customer_id: str) -> Wallet:
-        return (await self._wallet(customer_id))[0]
+        return await _wallet(self.store, customer_id)
 
     async def top_up(self, customer_id: str, amount: int) -> Wallet:
-        async def attempt() -> Wallet:
-            wallet, record = await self._wallet(customer_id)
+        async def step(uow: UnitOfWork) -> Wallet:
+            wallet = await _wallet(uow, customer_id)
             wallet.top_up(amount)
-            await self.store.commit([Put(wallet_key(customer_id), wallet.to_dict(), record.etag if record else None)])
+            uow.put(wallet_key(customer_id), wallet.to_dict())
             return wallet
 
-        return await retry_on_conflict(attempt)
+        return await run_step(self.store, step, SOURCE)
 
     async def payment(self, order_id: str) -> Payment | None:
         record = await self.store.get(payment_key(order_id))
@@ -81,25 +54,23 @@ class PaymentService:
     async def on_order_placed(self, event: Event) -> None:
         data = event.data
 
-        async def attempt() -> None:
-            if await self.store.get(payment_key(data["order_id"])) is not None:
+        async def step(uow: UnitOfWork) -> None:
+            if await uow.get(payment_key(data["order_id"])) is not None:
                 return  # already charged, failed, or voided by an earlier cancel
             if data["payment"]["method"] == "card":
-                payment = await self._charge_card(data)
-                await self.store.commit(
-                    [Put(payment_key(payment.order_id), payment.to_dict(), None)], [_outcome(payment)]
-                )
-                return
-            wallet, record = await self._wallet(data["customer_id"])
-            payment = pay_from_wallet(wallet, data["order_id"], int(data["amount"]))
-            writes = [Put(payment_key(payment.order_id), payment.to_dict(), None)]
-            if payment.status is PaymentStatus.COMPLETED:
-                writes.append(Put(wallet_key(wallet.customer_id), wallet.to_dict(), record.etag if record else None))
-            await self.store.commit(writes, [_outcome(payment)])
+                payment, events = await self._charge_card(data)
+                uow.put(payment_key(payment.order_id), payment.to_dict())
+            else:
+                wallet = await _wallet(uow, data["customer_id"])
+                payment, events = pay_from_wallet(wallet, data["order_id"], int(data["amount"]))
+                uow.put(payment_key(payment.order_id), payment.to_dict())
+                if payment.status is PaymentStatus.COMPLETED:
+                    uow.put(wallet_key(wallet.customer_id), wallet.to_dict())
+            uow.emit(payment.order_id, events)
 
-        await retry_on_conflict(attempt)
+        await run_step(self.store, step, SOURCE)
 
-    async def _charge_card(self, data: dict[str, Any]) -> Payment:
+    async def _charge_card(self, data: dict[str, Any]) -> Made:
         """The order id is the idempotency key: a redelivered order.placed (say, after a crash
         between the gateway's answer and our commit) gets the same answer, never a second charge."""
         order_id, amount = data["order_id"], int(data["amount"])
@@ -114,31 +85,24 @@ class PaymentService:
         A FAILED or REFUNDED payment already had its outcome event published."""
         data = event.data
 
-        async def attempt() -> None:
-            record = await self.store.get(payment_key(data["order_id"]))
+        async def step(uow: UnitOfWork) -> None:
+            record = await uow.get(payment_key(data["order_id"]))
             if record is None:
-                payment = void(data["order_id"], data["customer_id"], int(data["amount"]), data["method"])
-                await self.store.commit(
-                    [Put(payment_key(payment.order_id), payment.to_dict(), None)], [_outcome(payment)]
-                )
+                payment, events = void(data["order_id"], data["customer_id"], int(data["amount"]), data["method"])
+                uow.put(payment_key(payment.order_id), payment.to_dict())
+                uow.emit(payment.order_id, events)
                 return
             payment = Payment.from_dict(record.value)
             if payment.method == "card" and payment.status is PaymentStatus.COMPLETED:
                 await self.gateway.refund(payment.order_id)  # GatewayUnavailable: redelivered later
-            wallet, wallet_record = await self._wallet(payment.customer_id)
-            if not refund(wallet, payment):
-                return
-            await self.store.commit(
-                [
-                    Put(record.key, payment.to_dict(), record.etag),
-                    Put(
-                        wallet_key(wallet.customer_id), wallet.to_dict(), wallet_record.etag if wallet_record else None
-                    ),
-                ],
-                [_outcome(payment)],
-            )
+            wallet = await _wallet(uow, payment.customer_id)
+            events = refund(wallet, payment)
+            if events:
+                uow.put(record.key, payment.to_dict())
+                uow.put(wallet_key(wallet.customer_id), wallet.to_dict())
+                uow.emit(payment.order_id, events)
 
-        await retry_on_conflict(attempt)
+        await run_step(self.store, step, SOURCE)
 
     def batch_subscriptions(self) -> list[tuple[Subscription, BatchHandler]]:
         return []

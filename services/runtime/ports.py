@@ -106,7 +106,8 @@ T = TypeVar("T")
 
 
 async def retry_on_conflict(attempt: Callable[[], Awaitable[T]], tries: int = 20) -> T:
-    """Run a read-decide-commit step again from a fresh read whenever its commit conflicts."""
+    """Run ``attempt`` again whenever it raises ConcurrencyConflict, ``tries`` times at most. The
+    loop under :func:`services.runtime.unit_of_work.run_step`, which handlers' steps go through."""
     for _ in range(tries - 1):
         try:
             return await attempt()
