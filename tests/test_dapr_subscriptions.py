@@ -17,6 +17,7 @@ import pytest
 from services.entrypoints.bootstrap import SERVICES
 from services.runtime.events import OutboundEvent
 from services.topics import dead_letters_of
+from tests.conftest import eventually
 from tests.dapr_cluster import DaprCluster
 
 pytestmark = pytest.mark.slow
@@ -173,11 +174,11 @@ async def test_through_the_broker_a_poison_message_lands_in_each_subscribers_dea
     before = len(cluster.fake.dead_letters)
     cluster.fake.publish("pubsub", "order-events", {"not": "a baedal event"})
     subscribers = {"order", "payment", "restaurant", "delivery", "notification"}
-    for _ in range(200):
-        letters = cluster.fake.dead_letters[before:]
-        if {letter.app_id for letter in letters} == subscribers:
-            break
-        await asyncio.sleep(0.05)
+
+    async def every_subscriber_dropped_it() -> bool:
+        return {letter.app_id for letter in cluster.fake.dead_letters[before:]} == subscribers
+
+    await eventually(every_subscriber_dropped_it, what="a dead letter from every subscriber")
     letters = cluster.fake.dead_letters[before:]
     assert {letter.app_id for letter in letters} == subscribers
     assert all(letter.reason == "dropped by the app" for letter in letters)
@@ -190,6 +191,13 @@ async def test_sigterm_lets_an_in_flight_delivery_finish(tmp_path: Path, paygate
     answer is SUCCESS), then the process exits cleanly."""
     async with httpx.AsyncClient() as client:
         (await client.put(f"{paygate}/knobs", json={"latency_ms": 700})).raise_for_status()
+        before: int = (await client.get(f"{paygate}/stats")).json()["calls"]
+
+    async def charge_under_way() -> bool:  # the gateway counts a call as it starts, before its latency
+        async with httpx.AsyncClient() as client:
+            calls: int = (await client.get(f"{paygate}/stats")).json()["calls"]
+        return calls > before
+
     cluster = DaprCluster(
         tmp_path, ["payment"], binding_urls={"paygate": paygate}, env={"BAEDAL_PAYGATE_TIMEOUT_S": "5"}
     )
@@ -204,7 +212,7 @@ async def test_sigterm_lets_an_in_flight_delivery_finish(tmp_path: Path, paygate
         delivery = asyncio.create_task(
             deliver(cluster, "payment", "order-events", outbox_message(event, "order-events"))
         )
-        await asyncio.sleep(0.3)  # the charge is under way at the gateway
+        await eventually(charge_under_way, what="the charge reaching the gateway")
         cluster.processes["payment"].terminate()
         assert await delivery == "SUCCESS"
     finally:

@@ -162,6 +162,15 @@ def test_wallet_pays_only_what_it_holds() -> None:
     assert wallet.balance == 11_000
 
 
+def test_a_wallet_pays_its_exact_balance_but_not_one_won_more() -> None:
+    exact = Wallet("c", balance=39_000, topped_up=39_000)
+    assert pay_from_wallet(exact, "o1", 39_000)[0].status is PaymentStatus.COMPLETED
+    assert exact.balance == 0
+    short = Wallet("d", balance=38_999, topped_up=38_999)
+    assert pay_from_wallet(short, "o2", 39_000)[0].failure_reason is FailureReason.INSUFFICIENT_FUNDS
+    assert short.balance == 38_999
+
+
 def test_refund_once() -> None:
     wallet = Wallet("c", balance=39_000, topped_up=39_000)
     payment, _ = pay_from_wallet(wallet, "o", 39_000)

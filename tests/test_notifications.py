@@ -4,7 +4,6 @@ delivery alerts the riders near it; live over SSE; the outbound webhook never ho
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.conftest import Api, PlatformFactory, api_for
+from tests.conftest import Api, PlatformFactory, api_for, eventually
 from tests.test_lifecycle import HANOK, SEOUL_CHICKEN, cooked, on_board
 
 ALL_STATUSES = ["PENDING", "PAID", "ACCEPTED", "COOKING", "READY", "PICKED_UP", "DELIVERED", "COMPLETED"]
@@ -27,12 +26,15 @@ async def feed(api: Api, role: str, subject: str, query: str = "") -> list[dict[
 
 
 async def until_feed(api: Api, role: str, subject: str, count: int, query: str = "") -> list[dict[str, Any]]:
-    for _ in range(250):
+    items: list[dict[str, Any]] = []
+
+    async def enough() -> bool:
+        nonlocal items
         items = await feed(api, role, subject, query)
-        if len(items) >= count:
-            return items
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{role}:{subject} has {len(items)} notifications, expected {count}")
+        return len(items) >= count
+
+    await eventually(enough, what=f"{count} notifications for {role}:{subject}")
+    return items
 
 
 async def complete_journey(api: Api, customer: str) -> str:
@@ -96,19 +98,27 @@ def parse_sse(text: str) -> list[dict[str, Any]]:
 
 
 class Webhook:
-    """A local webhook that fails its first ``failures`` calls, or hangs when ``hang`` is set."""
+    """A local webhook that fails its first ``failures`` calls; while ``held``, every call hangs
+    (beyond the sender's 2 s timeout, if need be) until ``release()``."""
 
-    def __init__(self, failures: int = 0, hang: bool = False) -> None:
+    def __init__(self, failures: int = 0, held: bool = False) -> None:
         self.failures = failures
-        self.hang = hang
         self.received: list[dict[str, Any]] = []
         self.calls = 0
+        self.answered = 0
+        self._open = asyncio.Event()
+        if not held:
+            self._open.set()
+
+    def release(self) -> None:
+        self._open.set()
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls += 1
-        if self.hang:
-            await asyncio.sleep(3)  # beyond the sender's 2 s timeout
-        if self.calls <= self.failures:
+        number = self.calls
+        await self._open.wait()
+        self.answered += 1
+        if number <= self.failures:
             return web.Response(status=503)
         self.received.append(await request.json())
         return web.Response(status=204)
@@ -132,9 +142,10 @@ async def serving(hook: Webhook) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def webhook_server() -> AsyncIterator[tuple[Webhook, str]]:
-    hook = Webhook(failures=3)
+    hook = Webhook(failures=3, held=True)
     async with serving(hook) as url:
         yield hook, url
+        hook.release()
 
 
 async def test_a_failing_webhook_is_retried_and_never_blocks_an_order(
@@ -145,35 +156,51 @@ async def test_a_failing_webhook_is_retried_and_never_blocks_an_order(
     api = api_for(platform)
     await api.settle()
     await api.top_up("tae", 100_000)
-    started = time.monotonic()
     order_id = await api.place_ok("tae")
+    await eventually(_called(hook), what="the first webhook call")
     await api.wait_status(order_id, "ACCEPTED")
-    assert time.monotonic() - started < 5, "the saga does not wait for the webhook"
-    for _ in range(300):
-        if len(hook.received) >= 3:
-            break
-        await asyncio.sleep(0.05)
+    assert hook.answered == 0, "the saga got to ACCEPTED while the webhook had answered nothing"
+    hook.release()
+
+    async def all_received() -> bool:
+        return len(hook.received) >= 3
+
+    await eventually(all_received, timeout=20, what="three messages reaching the webhook")
     # Each message is retried on its own, so they may arrive in any order (the payload says which).
     assert sorted(m["status"] for m in hook.received) == ["ACCEPTED", "PAID", "PENDING"]
     assert all(m["recipient"] == "customer:tae" for m in hook.received)
-    for _ in range(100):  # the sender marks a message sent after the webhook has answered
+    log: list[dict[str, Any]] = []
+
+    async def all_sent() -> bool:  # the sender marks a message sent after the webhook has answered
+        nonlocal log
         log = (await api.request("GET", "/admin/notifications/outbound")).json()
-        if all(entry["sent"] for entry in log):
-            break
-        await asyncio.sleep(0.05)
+        return all(entry["sent"] for entry in log)
+
+    await eventually(all_sent, what="every message marked sent")
     assert len(log) == 3 and all(entry["sent"] for entry in log)
     assert max(entry["attempts"] for entry in log) > 1, "the first calls failed and were retried"
 
 
+def _called(hook: Webhook) -> Any:
+    async def called() -> bool:
+        return hook.calls >= 1
+
+    return called
+
+
 async def test_a_hanging_webhook_does_not_slow_the_saga(make_platform: PlatformFactory) -> None:
-    async with serving(Webhook(hang=True)) as url:
-        platform = await make_platform(notify_webhook=url)
-        api = api_for(platform)
-        await api.settle()
-        await api.top_up("uma", 1_000_000)
-        started = time.monotonic()
-        ids = [await api.place_ok("uma") for _ in range(5)]
-        for order_id in ids:
-            await api.wait_status(order_id, "ACCEPTED")
-        assert time.monotonic() - started < 5
-        await until_feed(api, "customer", "uma", 15)  # the feed is not held up either
+    hook = Webhook(held=True)
+    async with serving(hook) as url:
+        try:
+            platform = await make_platform(notify_webhook=url)
+            api = api_for(platform)
+            await api.settle()
+            await api.top_up("uma", 1_000_000)
+            ids = [await api.place_ok("uma") for _ in range(5)]
+            await eventually(_called(hook), what="the first webhook call")
+            for order_id in ids:
+                await api.wait_status(order_id, "ACCEPTED")
+            await until_feed(api, "customer", "uma", 15)  # the feed is not held up either
+            assert hook.answered == 0, "all of it happened while the webhook hung"
+        finally:
+            hook.release()

@@ -3,10 +3,16 @@ consistency audit. Runs on SQLite and (when configured) PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
+from services.payment.handlers import wallet_key
+from services.runtime.clock import parse_iso
+from services.runtime.events import OutboundEvent
+from services.runtime.ports import Put, Record, RetryLater, StateStore, Write
 from services.runtime.settings import ChaosSettings
-from tests.conftest import Api, PlatformFactory, api_for, order_body
+from tests.conftest import Api, PlatformFactory, api_for, eventually, order_body
 from tests.manifests import manifest
 
 BIBIMBAP = order_body("hanok-bibimbap", [("bibimbap", 2, 9000)], fee=2500)  # manual accept, 20,500 KRW
@@ -51,12 +57,11 @@ async def test_happy_path_manual_accept_by_owner(api: Api) -> None:
 
 
 async def _eventually(api: Api, owner: str, order_id: str) -> None:
-    for _ in range(200):
+    async def queued() -> bool:
         queue = await api.request("GET", "/restaurants/hanok-bibimbap/orders", "owner", owner)
-        if any(o["id"] == order_id for o in queue.json()):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the paid order never reached the owner's queue")
+        return any(o["id"] == order_id for o in queue.json())
+
+    await eventually(queued, what="the paid order reaching the owner's queue")
 
 
 async def test_wallet_too_low_cancels_without_moving_money(api: Api) -> None:
@@ -68,6 +73,25 @@ async def test_wallet_too_low_cancels_without_moving_money(api: Api) -> None:
     payment = await api.payment(order_id)
     assert payment is not None and payment["status"] == "FAILED" and payment["failure_reason"] == "INSUFFICIENT_FUNDS"
     assert await api.balance("carol") == 10_000
+    await api.assert_consistent()
+
+
+async def test_a_wallet_pays_down_to_its_last_won_and_never_below(api: Api) -> None:
+    await api.top_up("exact", 39_000)
+    paid = await api.place_ok("exact")
+    await api.wait_status(paid, "ACCEPTED")
+    assert await api.balance("exact") == 0
+    empty = await api.place_ok("exact")
+    order = await api.wait_status(empty, "CANCELLED", "ACCEPTED")
+    assert (order["status"], order["cancel_reason"]) == ("CANCELLED", "PAYMENT_FAILED")
+
+    await api.top_up("short", 38_999)  # one won short
+    short = await api.place_ok("short")
+    order = await api.wait_status(short, "CANCELLED", "ACCEPTED")
+    assert (order["status"], order["cancel_reason"]) == ("CANCELLED", "PAYMENT_FAILED")
+    assert (await api.payment(short) or {})["failure_reason"] == "INSUFFICIENT_FUNDS"
+    assert await api.balance("short") == 38_999, "nothing moved"
+    assert await api.balance("exact") == 0
     await api.assert_consistent()
 
 
@@ -112,24 +136,52 @@ async def test_customer_cancels_in_each_cancellable_state(api: Api) -> None:
     await api.assert_consistent()
 
 
-async def test_cancel_while_pending_races_the_payment(make_platform: PlatformFactory) -> None:
-    """The customer cancels before the payment service has seen the order. Whichever of the
-    payment and the cancel lands first, no money stays taken and the order ends CANCELLED."""
+class ChargesWaitForTheCancel:
+    """The payment service's store, where charging a waiting customer's wallet fails for now
+    (RetryLater: the dispatcher retries it later) until a payment record of theirs is written, which
+    only the cancel can do first: so the cancel surely overtakes the payment, whatever the order of
+    the queues."""
+
+    def __init__(self, inner: StateStore, customers: Iterable[str]) -> None:
+        self.inner = inner
+        self.waiting = {wallet_key(customer): customer for customer in customers}
+
+    async def get(self, key: str) -> Record | None:
+        if key in self.waiting:
+            raise RetryLater(f"{self.waiting[key]}'s payment waits for the cancel (test)")
+        return await self.inner.get(key)
+
+    async def scan(self, prefix: str) -> list[Record]:
+        return await self.inner.scan(prefix)
+
+    async def commit(self, writes: Sequence[Write], events: Sequence[OutboundEvent] = ()) -> None:
+        await self.inner.commit(writes, events)
+        for write in writes:
+            if isinstance(write, Put) and write.key.startswith("payment:"):
+                self.waiting.pop(wallet_key(write.value["customer_id"]), None)
+
+
+async def test_a_cancel_that_overtakes_the_payment_voids_it(make_platform: PlatformFactory) -> None:
+    """The customer cancels before the payment service has charged the order: the payment is
+    voided, the late ``order.placed`` charges nothing, and the order ends CANCELLED."""
     platform = await make_platform()
     api = api_for(platform)
     await api.settle()
-    await api.top_up("frank", 1_000_000)
-    platform.dispatcher.pause("payment")  # hold the payment so the cancel surely comes first
-    ids = [await api.place_ok("frank") for _ in range(5)]
-    for order_id in ids:
-        response = await api.request("POST", f"/orders/{order_id}/cancel", "customer", "frank")
+    customers = [f"frank-{n}" for n in range(5)]
+    for customer in customers:
+        await api.top_up(customer, 100_000)
+    platform.payment.store = ChargesWaitForTheCancel(platform.payment.store, customers)
+    ids = {customer: await api.place_ok(customer) for customer in customers}
+    for customer, order_id in ids.items():
+        response = await api.request("POST", f"/orders/{order_id}/cancel", "customer", customer)
         assert response.status_code == 202, response.text
-    platform.dispatcher.resume("payment")
-    for order_id in ids:
+    for customer, order_id in ids.items():
         order = await api.wait_status(order_id, "CANCELLED")
         assert order["cancel_reason"] == "CUSTOMER_CANCELLED"
-        assert (await api.payment(order_id) or {})["status"] in ("FAILED", "REFUNDED")
-    assert await api.balance("frank") == 1_000_000
+        payment = await api.payment(order_id)
+        assert payment is not None, order_id
+        assert (payment["status"], payment["failure_reason"]) == ("FAILED", "CANCELLED_BEFORE_PAYMENT")
+        assert await api.balance(customer) == 100_000
     await api.assert_consistent()
 
 
@@ -160,7 +212,7 @@ async def test_payment_completes_after_the_cancel_was_asked(make_platform: Platf
     await api.assert_consistent()
 
 
-async def test_accept_timeout_refunds_and_survives_restart(make_platform: PlatformFactory, tmp_path) -> None:
+async def test_accept_timeout_refunds_and_survives_restart(make_platform: PlatformFactory, tmp_path: Path) -> None:
     """A paid order nobody accepts is cancelled at ``acceptTimeoutSeconds`` and refunded, even
     when the platform was down when the deadline passed."""
     data_dir = tmp_path / "timer"
@@ -174,9 +226,20 @@ async def test_accept_timeout_refunds_and_survives_restart(make_platform: Platfo
     await api.top_up("hana", 50_000)
     order_id = await api.place_ok("hana", order_body("slow-kitchen", [("soup", 1, 8000)], fee=1000))
     await api.wait_status(order_id, "PAID")
+
+    async def opened() -> bool:
+        return await platform.restaurant.ticket(order_id) is not None
+
+    await eventually(opened, what="the ticket opening")
+    ticket = await platform.restaurant.ticket(order_id)
+    assert ticket is not None and ticket.accept_deadline is not None
+    deadline = parse_iso(ticket.accept_deadline).timestamp()
     await platform.stop()  # down while the deadline passes
 
-    await asyncio.sleep(2.5)
+    async def passed() -> bool:
+        return time.time() > deadline
+
+    await eventually(passed, what="the accept deadline passing")
     restarted = await make_platform(data_dir=data_dir)
     api = api_for(restarted)
     order = await api.wait_status(order_id, "CANCELLED", timeout=20)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -44,6 +45,25 @@ DELIVERY_LAG = Histogram(
 
 RELAY_BATCH = 1000
 T = TypeVar("T")
+
+# For tests/test_crash.py: BAEDAL_CRASH_AT=<point> (read once) exits the process the first time it gets there.
+CRASH_POINTS = (
+    "relay-before-copy-commit",  # the copies into a subscriber's queue written, not yet committed
+    "relay-after-copy-commit",
+    "relay-before-delete-commit",  # the copied rows deleted from the outbox, not yet committed
+    "relay-after-delete-commit",
+    "worker-before-commit",  # a batch handled, its transaction not yet committed
+    "worker-after-commit",
+)
+CRASH_EXIT_CODE = 86
+_CRASH_AT = os.environ.get("BAEDAL_CRASH_AT") or None
+if _CRASH_AT is not None and _CRASH_AT not in CRASH_POINTS:
+    raise ValueError(f"BAEDAL_CRASH_AT={_CRASH_AT!r} is no crash point; points: {', '.join(CRASH_POINTS)}")
+
+
+def _crash_point(name: str) -> None:
+    if name == _CRASH_AT:
+        os._exit(CRASH_EXIT_CODE)
 
 
 class OutboxRow(NamedTuple):
@@ -215,9 +235,13 @@ class Dispatcher:
                     "INSERT INTO deliveries (consumer, event_id, topic, envelope, due_at) VALUES (?, ?, ?, ?, ?)",
                     items,
                 )
+                _crash_point("relay-before-copy-commit")
+            _crash_point("relay-after-copy-commit")
             self._worker_kick[target].set()
         async with db.database.transaction() as tx:
             await tx.executemany("DELETE FROM outbox WHERE seq = ?", [(row.seq,) for row in rows])
+            _crash_point("relay-before-delete-commit")
+        _crash_point("relay-after-delete-commit")
         return len(rows)
 
     # ------------------------------------------------------------------ worker
@@ -270,6 +294,8 @@ class Dispatcher:
                     singles += group  # one by one, so each gets its own retry and dead-letter accounting
             for row in singles:
                 await self._deliver(service, tx, row)
+            _crash_point("worker-before-commit")
+        _crash_point("worker-after-commit")
         done = epoch()
         for row in rows:
             DELIVERY_LAG.labels(service).observe(max(done - row.due_at, 0.0))

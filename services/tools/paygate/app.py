@@ -63,6 +63,14 @@ def create_app() -> FastAPI:
         charge["status"] = "refunded"
         return dict(charge)
 
+    @app.get("/charges/{idempotency_key}")
+    async def get_charge(idempotency_key: str) -> dict[str, Any]:
+        """A charge as the processor's ledger has it: approved, declined or refunded."""
+        charge = state["charges"].get(idempotency_key)
+        if charge is None:
+            raise HTTPException(404, "no charge for this key")
+        return dict(charge)
+
     @app.get("/knobs")
     async def get_knobs() -> Knobs:
         knobs: Knobs = state["knobs"]
