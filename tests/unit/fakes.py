@@ -15,7 +15,7 @@ from services.payment.gateway import ChargeResult, GatewayUnavailable
 from services.runtime.events import Event, OutboundEvent
 from services.runtime.memory import MemoryStateStore
 from services.runtime.ports import Record, Write
-from tests.manifests import manifest
+from tests.support.manifests import manifest
 
 
 def received(event: OutboundEvent) -> Event:

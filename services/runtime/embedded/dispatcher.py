@@ -46,7 +46,7 @@ DELIVERY_LAG = Histogram(
 RELAY_BATCH = 1000
 T = TypeVar("T")
 
-# For tests/test_crash.py: BAEDAL_CRASH_AT=<point> (read once) exits the process the first time it gets there.
+# For tests/e2e/test_crash.py: BAEDAL_CRASH_AT=<point> (read once) exits the process the first time it gets there.
 CRASH_POINTS = (
     "relay-before-copy-commit",  # the copies into a subscriber's queue written, not yet committed
     "relay-after-copy-commit",
