@@ -23,7 +23,7 @@ from services.delivery.handlers import DeliveryService
 from services.deps import Services
 from services.notification.handlers import NotificationService
 from services.order.handlers import OrderService
-from services.payment.gateway import PaymentGateway
+from services.payment.cards import PaymentGateway
 from services.payment.handlers import PaymentService
 from services.restaurant.handlers import RestaurantService
 from services.restaurant_operator.config import OperatorConfig

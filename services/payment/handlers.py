@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from services import topics
+from services.payment.cards import GatewayUnavailable, PaymentGateway
 from services.payment.domain import Made, Payment, PaymentStatus, Wallet, card_payment, pay_from_wallet, refund, void
-from services.payment.gateway import GatewayUnavailable, PaymentGateway
 from services.runtime.events import Event
 from services.runtime.ports import BatchHandler, Handler, StateStore, Subscription
 from services.runtime.unit_of_work import UnitOfWork, run_step

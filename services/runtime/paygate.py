@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from circuitbreaker import CircuitBreaker, CircuitBreakerError
 
-from services.payment.gateway import ChargeResult, GatewayUnavailable
+from services.payment.cards import ChargeResult, GatewayUnavailable
 from services.runtime.settings import Settings
 
 Post = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]

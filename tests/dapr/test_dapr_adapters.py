@@ -14,7 +14,7 @@ from dapr.clients.exceptions import DaprGrpcError, DaprInternalError
 from dapr.clients.grpc._state import Concurrency, StateOptions
 from dapr.conf import settings as dapr_settings
 
-from services.payment.gateway import GatewayUnavailable
+from services.payment.cards import GatewayUnavailable
 from services.runtime.dapr.paygate import DaprPaymentGateway
 from services.runtime.dapr.sidecar import DaprOutputBinding, DaprPublisher, Sidecar
 from services.runtime.dapr.state import (

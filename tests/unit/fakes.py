@@ -11,7 +11,7 @@ from services import topics
 from services.catalog.manifest import RestaurantResource
 from services.catalog.reconcile import removal_event, snapshot_event
 from services.notification.domain import Notification
-from services.payment.gateway import ChargeResult, GatewayUnavailable
+from services.payment.cards import ChargeResult, GatewayUnavailable
 from services.runtime.events import Event, OutboundEvent
 from services.runtime.memory import MemoryStateStore
 from services.runtime.ports import Record, Write

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from services import topics
+from services.payment.cards import GatewayUnavailable
 from services.payment.domain import FailureReason, PaymentStatus
-from services.payment.gateway import GatewayUnavailable
 from services.payment.handlers import SOURCE, PaymentService, payment_key, wallet_key
 from services.runtime.events import Event, OutboundEvent
 from tests.unit.fakes import FakeGateway, Interfering, incoming, topics_of

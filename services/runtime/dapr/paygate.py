@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from dapr.clients.exceptions import DaprGrpcError
 
-from services.payment.gateway import GatewayUnavailable
+from services.payment.cards import GatewayUnavailable
 from services.runtime.dapr.sidecar import Sidecar
 from services.runtime.events import dumps, loads
 from services.runtime.paygate import Guard, GuardedGateway

@@ -1,4 +1,4 @@
-"""The payment-gateway port: charges and refunds at the card processor, keyed by the order id.
+"""The card port (the payment gateway of the card processor): charges and refunds, keyed by the order id.
 
 Adapters: ``services.runtime.paygate`` (over HTTP, embedded) and ``services.runtime.dapr.paygate``
 (through a Dapr output binding), both behind the same circuit breaker.
