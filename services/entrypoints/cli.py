@@ -140,7 +140,7 @@ def up(
         f"Baedal on http://{host}:{port}  (data dir {data_dir.resolve()}, "
         f"{'PostgreSQL' if settings.database_url else 'SQLite'})"
     )
-    simulator = _start_simulator(host, simulator_port) if simulator_port else None
+    simulator = _start_simulator(host, simulator_port, data_dir / "paygate.db") if simulator_port else None
     try:
         _serve(uvicorn, create_app(platform), host, port)
     finally:
@@ -153,10 +153,12 @@ def _start_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _start_simulator(host: str, port: int) -> subprocess.Popen[bytes]:
-    """The payment-gateway simulator, a process of its own like the real gateway."""
+def _start_simulator(host: str, port: int, ledger: Path) -> subprocess.Popen[bytes]:
+    """The payment-gateway simulator, a process of its own like the real gateway, its ledger in the
+    data dir so that a restart forgets no charge."""
     typer.echo(f"payment-gateway simulator on http://{host}:{port}")
-    return spawn_child([sys.executable, "-m", "services.tools.paygate", "--host", host, "--port", str(port)])
+    command = [sys.executable, "-m", "services.tools.paygate", "--host", host, "--port", str(port)]
+    return spawn_child([*command, "--ledger", str(ledger)])
 
 
 def _serve(uvicorn: Any, asgi_app: Any, host: str, port: int) -> None:

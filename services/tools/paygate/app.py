@@ -1,10 +1,15 @@
 """A payment-gateway simulator: the external card processor, with knobs for latency, failures,
-outages and declined cards. Idempotent by key, like a real gateway."""
+outages and declined cards. Idempotent by key, like a real gateway, and, given a ledger file, it
+remembers its charges across restarts like one too (``baedal up`` keeps it in the data dir, so a
+refund after a restart finds the charge it refunds)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -28,9 +33,29 @@ class Refund(BaseModel):
     idempotency_key: str = Field(min_length=1, max_length=200)
 
 
-def create_app() -> FastAPI:
+class Ledger:
+    """The charges by idempotency key: in memory, or kept in a SQLite file."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._db = sqlite3.connect(path or ":memory:", isolation_level=None)
+        self._db.execute("CREATE TABLE IF NOT EXISTS charges (key TEXT PRIMARY KEY, charge TEXT NOT NULL)")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT charge FROM charges WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, charge: dict[str, Any]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO charges (key, charge) VALUES (?, ?)", (key, json.dumps(charge)))
+
+    def __len__(self) -> int:
+        count: int = self._db.execute("SELECT COUNT(*) FROM charges").fetchone()[0]
+        return count
+
+
+def create_app(ledger: Path | None = None) -> FastAPI:
     app = FastAPI(title="Baedal payment-gateway simulator")
-    state: dict[str, Any] = {"knobs": Knobs(), "charges": {}, "calls": 0}
+    charges = Ledger(ledger)
+    state: dict[str, Any] = {"knobs": Knobs(), "calls": 0}
 
     async def behave() -> None:
         knobs: Knobs = state["knobs"]
@@ -43,7 +68,7 @@ def create_app() -> FastAPI:
     @app.post("/charges", status_code=201)
     async def charge(body: Charge) -> dict[str, Any]:
         await behave()
-        earlier = state["charges"].get(body.idempotency_key)
+        earlier = charges.get(body.idempotency_key)
         if earlier is None:
             declined = body.card_token in state["knobs"].declined_tokens
             earlier = {
@@ -51,25 +76,26 @@ def create_app() -> FastAPI:
                 "amount": body.amount,
                 "status": "declined" if declined else "approved",
             }
-            state["charges"][body.idempotency_key] = earlier
-        return dict(earlier)
+            charges.put(body.idempotency_key, earlier)
+        return earlier
 
     @app.post("/refunds")
     async def refund(body: Refund) -> dict[str, Any]:
         await behave()
-        charge = state["charges"].get(body.idempotency_key)
+        charge = charges.get(body.idempotency_key)
         if charge is None or charge["status"] not in ("approved", "refunded"):
             raise HTTPException(404, "no approved charge for this key")
         charge["status"] = "refunded"
-        return dict(charge)
+        charges.put(body.idempotency_key, charge)
+        return charge
 
     @app.get("/charges/{idempotency_key}")
     async def get_charge(idempotency_key: str) -> dict[str, Any]:
         """A charge as the processor's ledger has it: approved, declined or refunded."""
-        charge = state["charges"].get(idempotency_key)
+        charge = charges.get(idempotency_key)
         if charge is None:
             raise HTTPException(404, "no charge for this key")
-        return dict(charge)
+        return charge
 
     @app.get("/knobs")
     async def get_knobs() -> Knobs:
@@ -83,7 +109,7 @@ def create_app() -> FastAPI:
 
     @app.get("/stats")
     async def stats() -> dict[str, int]:
-        return {"calls": state["calls"], "charges": len(state["charges"])}
+        return {"calls": state["calls"], "charges": len(charges)}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
