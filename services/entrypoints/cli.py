@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import traceback
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -159,14 +160,14 @@ def _start_simulator(host: str, port: int) -> subprocess.Popen[bytes]:
     return spawn_child([sys.executable, "-m", "services.tools.paygate", "--host", host, "--port", str(port)])
 
 
-def _serve(uvicorn: Any, asgi_app: Any, host: str, port: int) -> None:
+def _serve(uvicorn: Any, asgi_app: Any, host: str, port: int, graceful_shutdown_s: int = 10) -> None:
     uvicorn.run(
         asgi_app,
         host=host,
         port=port,
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=graceful_shutdown_s,
         # Longer than common clients' idle expiry (httpx: 5 s), so a client never reuses a
         # connection the server is closing at that moment.
         timeout_keep_alive=75,
@@ -255,6 +256,89 @@ def operator_(
     context = preflight(OperatorConfig(url=url, data_dir=data_dir, token=token))
     _start_logging(log_level)  # after the checks: a refusal is one line, no log lines before it
     run(context, namespace or [], liveness)
+
+
+class Process(StrEnum):
+    """The processes of the Dapr deployment (one container image runs any of them)."""
+
+    order = "order"
+    payment = "payment"
+    restaurant = "restaurant"
+    delivery = "delivery"
+    notification = "notification"
+    gateway = "gateway"
+    operator = "operator"
+    paygate = "paygate"
+
+
+# Where each process listens unless told otherwise: the ports of dapr.yaml (and of the chart's
+# values.yaml); the operator's port serves only its liveness probe.
+DEFAULT_PORTS = {
+    Process.gateway: 8000,
+    Process.order: 8001,
+    Process.payment: 8002,
+    Process.restaurant: 8003,
+    Process.delivery: 8004,
+    Process.notification: 8005,
+    Process.operator: 8080,
+    Process.paygate: 8100,
+}
+
+
+@app.command()
+def serve(
+    process: Annotated[Process, typer.Argument(help="which process to run", show_default=False)],
+    host: Annotated[
+        str, typer.Option(envvar="BAEDAL_HOST", help="interface to listen on (0.0.0.0 in a container)")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="port to listen on (default: gateway 8000, order 8001 … notification 8005, "
+            "operator 8080, paygate 8100)"
+        ),
+    ] = None,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", metavar="NAMESPACE", help="operator: watch it (repeatable); default: all"),
+    ] = None,
+    graceful_shutdown: Annotated[
+        int, typer.Option(min=0, help="seconds in-flight requests and event deliveries get after SIGTERM")
+    ] = 20,
+    log_level: Annotated[str, typer.Option(help="log level")] = "info",
+) -> None:
+    """Run one process of the Dapr deployment, behind its own Dapr sidecar: a service (order,
+    payment, restaurant, delivery, notification), the gateway, the Restaurant operator (publishing
+    through its sidecar), or the card-gateway simulator (paygate, no sidecar needed). Always on
+    the Dapr runtime, whatever BAEDAL_RUNTIME says; every other setting comes from the
+    environment (docs/operations.md)."""
+    import uvicorn
+
+    listen = port if port is not None else DEFAULT_PORTS[process]
+    if process is Process.operator:
+        from services.restaurant_operator.config import OperatorConfig
+        from services.restaurant_operator.handlers import preflight, run
+
+        context = preflight(OperatorConfig(runtime="dapr"))
+        _start_logging(log_level)
+        run(context, namespace or [], f"http://{host}:{listen}/healthz")
+        return
+    _start_logging(log_level)
+    asgi_app: Any
+    if process is Process.paygate:
+        from services.tools.paygate.app import create_app as create_paygate
+
+        asgi_app = create_paygate()
+    elif process is Process.gateway:
+        from services.entrypoints.gateway_dapr import create_gateway_app
+
+        asgi_app = create_gateway_app(Settings(runtime="dapr"))
+    else:
+        from services.entrypoints.dapr_host import create_service_app
+
+        asgi_app = create_service_app(process.value, Settings(runtime="dapr"))
+    typer.echo(f"Baedal {process.value} on http://{host}:{listen}")
+    _serve(uvicorn, asgi_app, host, listen, graceful_shutdown)
 
 
 @dlq.command("list")
