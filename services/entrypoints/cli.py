@@ -17,7 +17,7 @@ import httpx
 import typer
 from typer.core import TyperGroup
 
-from services.runtime.auth import Role, TokenIssuer, admin_tokens, load_secret
+from services.runtime.auth import Role, TokenIssuer, load_secret
 from services.runtime.failures import CouldNotRun, raise_if_unusable, response_detail, transport_failure
 from services.runtime.process import spawn_child
 from services.runtime.settings import Settings
@@ -95,9 +95,16 @@ Url = Annotated[str, typer.Option("--url", callback=_checked_url, help="base URL
 Token = Annotated[str | None, typer.Option("--token", help="bearer token (default: admin, from the data dir)")]
 
 
+def _signing_secret(data_dir: Path) -> str:
+    """The platform's token signing key: BAEDAL_JWT_SECRET when set (a cluster's Secret, as the
+    services read it), else the data dir's."""
+    configured = Settings(data_dir=data_dir).jwt_secret
+    return configured.get_secret_value() if configured else load_secret(data_dir)
+
+
 def _admin_client(url: str, data_dir: Path, token: str | None, timeout: float = 60.0) -> httpx.AsyncClient:
     if token is None:
-        token = admin_tokens(data_dir, "baedal-cli")()
+        token = TokenIssuer(_signing_secret(data_dir)).issue(Role.ADMIN, "baedal-cli")
     return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
 
@@ -181,8 +188,9 @@ def token(
     data_dir: DataDir = Path(".baedal"),
     ttl: Annotated[int, typer.Option(min=1, help="lifetime in seconds")] = 12 * 3600,
 ) -> None:
-    """Print a bearer token signed with the secret of a platform's data dir."""
-    typer.echo(TokenIssuer(load_secret(data_dir)).issue(role, subject, ttl))
+    """Print a bearer token signed with the platform's key: BAEDAL_JWT_SECRET (in a cluster), else
+    the secret of its data dir."""
+    typer.echo(TokenIssuer(_signing_secret(data_dir)).issue(role, subject, ttl))
 
 
 @app.command()
@@ -339,6 +347,28 @@ def serve(
         asgi_app = create_service_app(process.value, Settings(runtime="dapr"))
     typer.echo(f"Baedal {process.value} on http://{host}:{listen}")
     _serve(uvicorn, asgi_app, host, listen, graceful_shutdown)
+
+
+@app.command()
+def smoke(
+    url: Url = DEFAULT_URL,
+    data_dir: DataDir = Path(".baedal"),
+    timeout: Annotated[float, typer.Option(min=1, help="seconds the whole check may take")] = 120.0,
+) -> None:
+    """Place one order on a running platform (as a new customer, at a test restaurant it applies)
+    and wait until it is ACCEPTED and its payment COMPLETED; print a JSON report, exit 1 if not.
+    Tokens are signed with BAEDAL_JWT_SECRET, else the data dir's secret. The chart's helm test."""
+    from services.tools.smoke import smoke as run_smoke
+
+    tokens = TokenIssuer(_signing_secret(data_dir))
+
+    async def run() -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
+            return await run_smoke(client, tokens, timeout)
+
+    report = asyncio.run(run())
+    _print_json(report)
+    raise typer.Exit(0 if report["ok"] else FOUND_A_PROBLEM)
 
 
 @dlq.command("list")

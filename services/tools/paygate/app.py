@@ -1,5 +1,7 @@
 """A payment-gateway simulator: the external card processor, with knobs for latency, failures,
-outages and declined cards. Idempotent by key, like a real gateway."""
+outages and declined cards. Idempotent by key, like a real gateway. It also stands in for the
+customers' message channel (``POST /notifications``) where there is none, as in the chart's default
+install."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ class Refund(BaseModel):
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Baedal payment-gateway simulator")
-    state: dict[str, Any] = {"knobs": Knobs(), "charges": {}, "calls": 0}
+    state: dict[str, Any] = {"knobs": Knobs(), "charges": {}, "calls": 0, "notifications": []}
 
     async def behave() -> None:
         knobs: Knobs = state["knobs"]
@@ -81,9 +83,20 @@ def create_app() -> FastAPI:
         state["knobs"] = knobs
         return knobs
 
+    @app.post("/notifications", status_code=202)
+    async def notify(message: dict[str, Any]) -> dict[str, int]:
+        """A stand-in for the customers' message channel (the notify binding) where there is no
+        real one, as in the chart's default install: it keeps the last 1000 messages."""
+        state["notifications"] = [*state["notifications"][-999:], message]
+        return {"received": len(state["notifications"])}
+
+    @app.get("/notifications")
+    async def notifications() -> list[dict[str, Any]]:
+        return list(state["notifications"])
+
     @app.get("/stats")
     async def stats() -> dict[str, int]:
-        return {"calls": state["calls"], "charges": len(state["charges"])}
+        return {"calls": state["calls"], "charges": len(state["charges"]), "notifications": len(state["notifications"])}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
