@@ -146,3 +146,16 @@ def test_the_default_ports_are_those_of_the_multi_app_run_file_and_never_collide
     }
     assert set(DEFAULT_PORTS) == set(Process)
     assert len(set(DEFAULT_PORTS.values())) == len(DEFAULT_PORTS), "every process on one machine at once"
+
+
+def test_in_a_pod_baedal_token_signs_with_the_clusters_key(tmp_path: Path) -> None:
+    """NOTES.txt: `kubectl exec deploy/baedal-order -- baedal token ...`; the pod has BAEDAL_JWT_SECRET
+    (from the chart's Secret) and no data dir with a secret of its own."""
+    key = secrets.token_urlsafe(32)
+    env = {"BAEDAL_JWT_SECRET": key, "BAEDAL_DATA_DIR": str(tmp_path / "empty")}
+    result = runner.invoke(app, ["token", "customer", "cust-1"], env=env)
+    assert result.exit_code == 0, result.output
+    principal = TokenIssuer(key).verify(result.output.strip())
+    assert (principal.subject, principal.role.value) == ("cust-1", "customer")
+    result = runner.invoke(app, ["token", "customer", "cust-1"], env={**env, "BAEDAL_JWT_SECRET": None})
+    assert result.exit_code == 2 and "no signing secret" in result.output
