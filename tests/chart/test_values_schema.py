@@ -120,3 +120,32 @@ def test_every_key_of_values_yaml_is_in_the_schema_and_commented() -> None:
         free_form_below = indent if match.group(2) in ("resources", "rushHours") else None
         previous = lines[number - 1].strip() if number else ""
         assert previous.startswith("#"), f"values.yaml line {number + 1}: {match.group(2)} has no comment above it"
+
+
+def _documented_paths(text: str) -> list[re.Pattern[str]]:
+    """The values of the "Every value" table of docs/kubernetes.md: the first cell's spans, where a
+    later span without a dot is a sibling of the first (`a.b.c`, `d` is a.b.d), `<process>` is any
+    process and `x.*` everything under x."""
+    patterns = []
+    for line in text.split("## Every value", 1)[1].split("\n## ", 1)[0].splitlines():
+        if not line.startswith("| `"):
+            continue
+        spans = re.findall(r"`([^`]+)`", line.split("|")[1])
+        first = spans[0]
+        parent = first.rsplit(".", 1)[0] if "." in first else ""
+        for span in spans:
+            path = span if "." in span or not parent else f"{parent}.{span}"
+            pattern = re.escape(path.removesuffix(".*")).replace(re.escape("<process>"), r"[a-z]+")
+            patterns.append(re.compile(rf"{pattern}(\..+)?"))
+    return patterns
+
+
+def test_docs_kubernetes_md_describes_every_value() -> None:
+    import yaml
+
+    from tests.support import ROOT
+
+    documented = _documented_paths((ROOT / "docs" / "kubernetes.md").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = [p for p in sorted(_values_paths(values)) if not any(d.fullmatch(p) for d in documented)]
+    assert missing == [], "values that docs/kubernetes.md does not describe"
