@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LINTED := services tests scripts
 
-.PHONY: up test services lint typecheck check bench clean daprd
+.PHONY: up test services lint typecheck check bench clean daprd chart-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: $(STAMP)  ## the throughput benchmark (see docs/benchmarks.md)
 # see docs/dapr.md, "Building daprd". BAEDAL_ENGINES_DIR moves the cache.
 daprd:  ## build the Dapr sidecar from source (first time: many minutes), reused afterwards
 	nice -n 19 $(PYTHON) scripts/build_engine.py daprd
+
+# The image and the Helm chart without a cluster (docs/kubernetes.md, "How it is tested"); `make test`
+# runs these too.
+chart-test: $(STAMP)  ## hadolint, helm lint, schema validation, checkov, skaffold checks
+	nice -n 19 $(BIN)/pytest -q tests/chart tests/dapr/test_dapr_components.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .baedal .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import traceback
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ import httpx
 import typer
 from typer.core import TyperGroup
 
-from services.runtime.auth import Role, TokenIssuer, admin_tokens, load_secret
+from services.runtime.auth import Role, TokenIssuer, load_secret
 from services.runtime.failures import CouldNotRun, raise_if_unusable, response_detail, transport_failure
 from services.runtime.process import spawn_child
 from services.runtime.settings import Settings
@@ -94,9 +95,16 @@ Url = Annotated[str, typer.Option("--url", callback=_checked_url, help="base URL
 Token = Annotated[str | None, typer.Option("--token", help="bearer token (default: admin, from the data dir)")]
 
 
+def _signing_secret(data_dir: Path) -> str:
+    """The platform's token signing key: BAEDAL_JWT_SECRET when set (a cluster's Secret, as the
+    services read it), else the data dir's."""
+    configured = Settings(data_dir=data_dir).jwt_secret
+    return configured.get_secret_value() if configured else load_secret(data_dir)
+
+
 def _admin_client(url: str, data_dir: Path, token: str | None, timeout: float = 60.0) -> httpx.AsyncClient:
     if token is None:
-        token = admin_tokens(data_dir, "baedal-cli")()
+        token = TokenIssuer(_signing_secret(data_dir)).issue(Role.ADMIN, "baedal-cli")
     return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
 
@@ -161,14 +169,14 @@ def _start_simulator(host: str, port: int, ledger: Path) -> subprocess.Popen[byt
     return spawn_child([*command, "--ledger", str(ledger)])
 
 
-def _serve(uvicorn: Any, asgi_app: Any, host: str, port: int) -> None:
+def _serve(uvicorn: Any, asgi_app: Any, host: str, port: int, graceful_shutdown_s: int = 10) -> None:
     uvicorn.run(
         asgi_app,
         host=host,
         port=port,
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=graceful_shutdown_s,
         # Longer than common clients' idle expiry (httpx: 5 s), so a client never reuses a
         # connection the server is closing at that moment.
         timeout_keep_alive=75,
@@ -182,8 +190,9 @@ def token(
     data_dir: DataDir = Path(".baedal"),
     ttl: Annotated[int, typer.Option(min=1, help="lifetime in seconds")] = 12 * 3600,
 ) -> None:
-    """Print a bearer token signed with the secret of a platform's data dir."""
-    typer.echo(TokenIssuer(load_secret(data_dir)).issue(role, subject, ttl))
+    """Print a bearer token signed with the platform's key: BAEDAL_JWT_SECRET (in a cluster), else
+    the secret of its data dir."""
+    typer.echo(TokenIssuer(_signing_secret(data_dir)).issue(role, subject, ttl))
 
 
 @app.command()
@@ -257,6 +266,111 @@ def operator_(
     context = preflight(OperatorConfig(url=url, data_dir=data_dir, token=token))
     _start_logging(log_level)  # after the checks: a refusal is one line, no log lines before it
     run(context, namespace or [], liveness)
+
+
+class Process(StrEnum):
+    """The processes of the Dapr deployment (one container image runs any of them)."""
+
+    order = "order"
+    payment = "payment"
+    restaurant = "restaurant"
+    delivery = "delivery"
+    notification = "notification"
+    gateway = "gateway"
+    operator = "operator"
+    paygate = "paygate"
+
+
+# Where each process listens unless told otherwise: the ports of dapr.yaml (and of the chart's
+# values.yaml); the operator's port serves only its liveness probe.
+DEFAULT_PORTS = {
+    Process.gateway: 8000,
+    Process.order: 8001,
+    Process.payment: 8002,
+    Process.restaurant: 8003,
+    Process.delivery: 8004,
+    Process.notification: 8005,
+    Process.operator: 8080,
+    Process.paygate: 8100,
+}
+
+
+@app.command()
+def serve(
+    process: Annotated[Process, typer.Argument(help="which process to run", show_default=False)],
+    host: Annotated[
+        str, typer.Option(envvar="BAEDAL_HOST", help="interface to listen on (0.0.0.0 in a container)")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="port to listen on (default: gateway 8000, order 8001 … notification 8005, "
+            "operator 8080, paygate 8100)"
+        ),
+    ] = None,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", metavar="NAMESPACE", help="operator: watch it (repeatable); default: all"),
+    ] = None,
+    graceful_shutdown: Annotated[
+        int, typer.Option(min=0, help="seconds in-flight requests and event deliveries get after SIGTERM")
+    ] = 20,
+    log_level: Annotated[str, typer.Option(help="log level")] = "info",
+) -> None:
+    """Run one process of the Dapr deployment, behind its own Dapr sidecar: a service (order,
+    payment, restaurant, delivery, notification), the gateway, the Restaurant operator (publishing
+    through its sidecar), or the card-gateway simulator (paygate, no sidecar needed). Always on
+    the Dapr runtime, whatever BAEDAL_RUNTIME says; every other setting comes from the
+    environment (docs/operations.md)."""
+    import uvicorn
+
+    listen = port if port is not None else DEFAULT_PORTS[process]
+    if process is Process.operator:
+        from services.restaurant_operator.config import OperatorConfig
+        from services.restaurant_operator.handlers import preflight, run
+
+        context = preflight(OperatorConfig(runtime="dapr"))
+        _start_logging(log_level)
+        run(context, namespace or [], f"http://{host}:{listen}/healthz")
+        return
+    _start_logging(log_level)
+    asgi_app: Any
+    if process is Process.paygate:
+        from services.tools.paygate.app import create_app as create_paygate
+
+        asgi_app = create_paygate()
+    elif process is Process.gateway:
+        from services.entrypoints.gateway_dapr import create_gateway_app
+
+        asgi_app = create_gateway_app(Settings(runtime="dapr"))
+    else:
+        from services.entrypoints.dapr_host import create_service_app
+
+        asgi_app = create_service_app(process.value, Settings(runtime="dapr"))
+    typer.echo(f"Baedal {process.value} on http://{host}:{listen}")
+    _serve(uvicorn, asgi_app, host, listen, graceful_shutdown)
+
+
+@app.command()
+def smoke(
+    url: Url = DEFAULT_URL,
+    data_dir: DataDir = Path(".baedal"),
+    timeout: Annotated[float, typer.Option(min=1, help="seconds the whole check may take")] = 120.0,
+) -> None:
+    """Place one order on a running platform (as a new customer, at a test restaurant it applies)
+    and wait until it is ACCEPTED and its payment COMPLETED; print a JSON report, exit 1 if not.
+    Tokens are signed with BAEDAL_JWT_SECRET, else the data dir's secret. The chart's helm test."""
+    from services.tools.smoke import smoke as run_smoke
+
+    tokens = TokenIssuer(_signing_secret(data_dir))
+
+    async def run() -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
+            return await run_smoke(client, tokens, timeout)
+
+    report = asyncio.run(run())
+    _print_json(report)
+    raise typer.Exit(0 if report["ok"] else FOUND_A_PROBLEM)
 
 
 @dlq.command("list")

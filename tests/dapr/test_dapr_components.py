@@ -1,5 +1,7 @@
 """components/ and dapr.yaml against the code: every component a service uses is declared and
-scoped to it, and every topic a service publishes or reads is declared in the pub/sub scopes."""
+scoped to it, and every topic a service publishes or reads is declared in the pub/sub scopes. The
+Helm chart's Dapr components (charts/baedal) say the same, and every metadata key of both is one
+daprd reads."""
 
 from __future__ import annotations
 
@@ -132,3 +134,87 @@ def test_a_service_app_runs_only_on_the_dapr_runtime(tmp_path: Path) -> None:
     paths = set(app.openapi()["paths"])
     assert {"/wallets/{customer_id}/top-ups", "/readyz", "/dapr/subscribe", "/events/order-events"} <= paths
     assert "/orders" not in paths, "one service per process"
+
+
+# --------------------------------------------------------------------------- the chart agrees
+
+
+def chart_components(value_set: str = "defaults") -> dict[str, dict[str, Any]]:
+    from tests.support.chart import objects
+
+    return {d["metadata"]["name"]: d for d in objects(value_set) if d["kind"] == "Component"}
+
+
+def metadata_names(doc: dict[str, Any]) -> dict[str, Any]:
+    return {m["name"]: m.get("value", m.get("secretKeyRef")) for m in doc["spec"]["metadata"]}
+
+
+@pytest.mark.parametrize("value_set", ["defaults", "kafka"])
+def test_the_chart_declares_the_same_components_with_the_same_scopes(
+    components: dict[str, Component], value_set: str
+) -> None:
+    chart = chart_components(value_set)
+    assert set(chart) == set(components)
+    local = {d["metadata"]["name"]: d for p in ROOT.glob("components/*.yaml") for d in documents(p)}
+    for name, doc in chart.items():
+        assert doc["spec"]["version"] == local[name]["spec"]["version"], name
+        assert sorted(doc["scopes"]) == sorted(components[name].scopes), name
+        kind = components[name].type.split(".")[0]
+        expected_type = "pubsub.kafka" if (kind, value_set) == ("pubsub", "kafka") else components[name].type
+        assert doc["spec"]["type"] == expected_type, name
+
+
+@pytest.mark.parametrize("value_set", ["defaults", "kafka"])
+def test_the_chart_topic_scopes_are_those_of_components_and_so_of_the_code(
+    components: dict[str, Component], value_set: str
+) -> None:
+    """components/pubsub.yaml is checked against the code above; the chart must say the same."""
+    chart = metadata_names(chart_components(value_set)["pubsub"])
+    for key in ("publishingScopes", "subscriptionScopes"):
+        assert chart[key] == components["pubsub"].metadata[key], key
+
+
+def test_the_chart_state_stores_carry_the_same_outbox_and_table_prefixes(components: dict[str, Component]) -> None:
+    chart = chart_components()
+    for name, component in components.items():
+        if not component.type.startswith("state."):
+            continue
+        ours = metadata_names(chart[name])
+        for key in ("tablePrefix", "outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub"):
+            assert ours.get(key) == component.metadata.get(key), (name, key)
+        assert set(ours["connectionString"]) == {"name", "key"}, "from a Secret, never a plain value"
+
+
+def test_the_chart_resiliency_is_that_of_components() -> None:
+    from tests.support.chart import objects
+
+    (chart,) = [d for d in objects("defaults") if d["kind"] == "Resiliency"]
+    (local,) = documents(ROOT / "components" / "resiliency.yaml")
+    assert chart["spec"] == local["spec"]
+    assert set(chart["scopes"]) >= set(SERVICES) | {"gateway", "operator"}
+
+
+def test_every_component_metadata_key_is_one_daprd_reads() -> None:
+    """Each metadata name of components/ and of the chart is in the component's metadata.yaml of
+    the components-contrib release daprd is built with, or a key daprd's runtime reads itself."""
+    from tests.support.chart import components_contrib
+
+    contrib = components_contrib()
+    # Read by daprd's runtime for every pub/sub (topic scopes) or state store (the outbox).
+    runtime_keys = {"publishingScopes", "subscriptionScopes", "outboxPublishPubsub", "outboxPublishTopic"}
+    runtime_keys.add("outboxPubsub")
+    docs = [doc for path in sorted(ROOT.glob("components/**/*.yaml")) for doc in documents(path)]
+    docs += list(chart_components("defaults").values()) + list(chart_components("kafka-sasl-keda").values())
+    for doc in docs:
+        if doc["kind"] != "Component":
+            continue
+        kind, _, name = doc["spec"]["type"].partition(".")
+        version = doc["spec"]["version"]
+        folder = contrib / ("bindings" if kind == "bindings" else kind) / name
+        metadata_file = folder / version / "metadata.yaml" if (folder / version).is_dir() else folder / "metadata.yaml"
+        spec = yaml.safe_load(metadata_file.read_text())
+        known = {m["name"] for m in spec.get("metadata", [])}
+        for profile in spec.get("authenticationProfiles", []) + spec.get("builtinAuthenticationProfiles", []):
+            known |= {m["name"] for m in profile.get("metadata", [])}
+        unknown = {m["name"] for m in doc["spec"]["metadata"]} - known - runtime_keys
+        assert unknown == set(), (doc["metadata"]["name"], doc["spec"]["type"])

@@ -1,24 +1,21 @@
 """The Restaurant CRD: a valid Kubernetes object, and a schema that agrees with the platform's own
-manifest model (every example passes both, every bad manifest fails both)."""
+manifest model (every example passes both, every bad manifest fails both). The operator's RBAC is
+the chart's (charts/baedal/templates/operator-rbac.yaml), checked with the chart in tests/chart."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 from jsonschema.protocols import Validator
 from pydantic import ValidationError
 
 from services.catalog.manifest import RestaurantResource, load_manifests
 from services.restaurant_operator import crd
 from services.restaurant_operator.status import not_synced, published
-from services.runtime.settings import REPO_ROOT
 from tests.support import EXAMPLES
+from tests.support.chart import structural_validator
 from tests.support.manifests import BAD_MANIFESTS, manifest
 
 KUBERNETES_VERSION = "1.30"
@@ -26,42 +23,9 @@ KUBERNETES_VERSION = "1.30"
 ROUTING_ONLY = {"wrong-kind", "wrong-api-version"}
 
 
-def _unique_keys(validator: Validator, keys: list[str], instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
-    """``x-kubernetes-list-map-keys``: the API server refuses two items with the same keys."""
-    if not validator.is_type(instance, "array"):
-        return
-    seen: set[tuple[Any, ...]] = set()
-    for item in instance:
-        key = tuple(item.get(k) for k in keys) if isinstance(item, dict) else (item,)
-        if key in seen:
-            yield jsonschema.ValidationError(f"duplicate entries for {dict(zip(keys, key, strict=True))}")
-        seen.add(key)
-
-
-# OpenAPI v3 schemas of CRDs follow draft 4 (boolean exclusiveMinimum, 1.0 is no integer).
-StructuralValidator: type[Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # untyped in the stubs
-    jsonschema.Draft4Validator, {"x-kubernetes-list-map-keys": _unique_keys}
-)
-
-
-def _closed(schema: dict[str, Any], name: str = "") -> dict[str, Any]:
-    """The schema as ``kubectl apply`` (strict field validation) uses it: an unknown field is an
-    error, except in ``metadata``, which the API server checks itself."""
-    result = copy.deepcopy(schema)
-    if "properties" in result:
-        result["properties"] = {key: _closed(value, key) for key, value in result["properties"].items()}
-        if name != "metadata" and not result.get("x-kubernetes-preserve-unknown-fields"):
-            result.setdefault("additionalProperties", False)
-    if isinstance(result.get("items"), dict):
-        result["items"] = _closed(result["items"])
-    return result
-
-
 @pytest.fixture(scope="module")
 def schema_validator() -> Validator:
-    schema = _closed(crd.served_version(crd.load_crd())["schema"]["openAPIV3Schema"])
-    StructuralValidator.check_schema(schema)
-    return StructuralValidator(schema)
+    return structural_validator(crd.served_version(crd.load_crd())["schema"]["openAPIV3Schema"])
 
 
 def test_the_crd_is_a_valid_kubernetes_object() -> None:
@@ -74,15 +38,6 @@ def test_the_crd_is_a_valid_kubernetes_object() -> None:
     version = crd.served_version(definition)
     assert version["served"] and version["storage"] and version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Open", "Items", "Synced", "Reason", "Age"]
-
-
-def test_the_operator_rbac_is_valid() -> None:
-    documents = list(yaml.safe_load_all((REPO_ROOT / "operator" / "rbac.yaml").read_text()))
-    assert [d["kind"] for d in documents] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
-    for document in documents:
-        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
-    granted = {(r, v) for rule in documents[1]["rules"] for r in rule["resources"] for v in rule["verbs"]}
-    assert {("restaurants", "watch"), ("restaurants", "patch"), ("restaurants/status", "patch")} <= granted
 
 
 def test_kubernetes_validate_catches_a_broken_crd() -> None:

@@ -47,7 +47,7 @@ from services.topics import DomainEvent
 DOCS = REPO_ROOT / "docs"
 EXAMPLES = REPO_ROOT / "operator" / "examples"
 # The pages these tests keep true (docs/api.md and README.md have their own owners and checks).
-PAGES = ("architecture.md", "dapr.md", "events.md", "lifecycle.md", "operations.md", "operator.md")
+PAGES = ("architecture.md", "dapr.md", "events.md", "kubernetes.md", "lifecycle.md", "operations.md", "operator.md")
 TOPICS = {value for name, value in vars(topics).items() if name.isupper() and isinstance(value, str)}
 CONSUMER = re.compile(r"^[a-z]+/[a-z][a-z-]*$")
 

@@ -1,7 +1,8 @@
 """A payment-gateway simulator: the external card processor, with knobs for latency, failures,
 outages and declined cards. Idempotent by key, like a real gateway, and, given a ledger file, it
 remembers its charges across restarts like one too (``baedal up`` keeps it in the data dir, so a
-refund after a restart finds the charge it refunds)."""
+refund after a restart finds the charge it refunds). It also stands in for the customers' message
+channel (``POST /notifications``) where there is none, as in the chart's default install."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class Ledger:
 def create_app(ledger: Path | None = None) -> FastAPI:
     app = FastAPI(title="Baedal payment-gateway simulator")
     charges = Ledger(ledger)
-    state: dict[str, Any] = {"knobs": Knobs(), "calls": 0}
+    state: dict[str, Any] = {"knobs": Knobs(), "calls": 0, "notifications": []}
 
     async def behave() -> None:
         knobs: Knobs = state["knobs"]
@@ -107,9 +108,20 @@ def create_app(ledger: Path | None = None) -> FastAPI:
         state["knobs"] = knobs
         return knobs
 
+    @app.post("/notifications", status_code=202)
+    async def notify(message: dict[str, Any]) -> dict[str, int]:
+        """A stand-in for the customers' message channel (the notify binding) where there is no
+        real one, as in the chart's default install: it keeps the last 1000 messages."""
+        state["notifications"] = [*state["notifications"][-999:], message]
+        return {"received": len(state["notifications"])}
+
+    @app.get("/notifications")
+    async def notifications() -> list[dict[str, Any]]:
+        return list(state["notifications"])
+
     @app.get("/stats")
     async def stats() -> dict[str, int]:
-        return {"calls": state["calls"], "charges": len(charges)}
+        return {"calls": state["calls"], "charges": len(charges), "notifications": len(state["notifications"])}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
