@@ -41,6 +41,7 @@ from loadtest.plot import Saga, Sample, draw, percentile
 from services.runtime.auth import Role, TokenIssuer, load_secret
 
 log = logging.getLogger("lunch")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # the gate's polls are not news
 
 CENTRE = (37.4979, 127.0276)  # Gangnam: restaurants and riders are spread around it
 SPREAD_DEG = 0.01  # about 1 km
@@ -279,15 +280,22 @@ class Customer(Base):
     weight = 1
 
     def wait_time(self) -> float:
-        """One journey every --customer-pacing seconds (constant pacing)."""
-        return self.pacing(self)
+        """One journey every --customer-pacing seconds, from a random first moment: customers arrive
+        at random, not all at the second they are spawned (that would be a burst of orders every
+        --customer-pacing seconds)."""
+        self.next_at += self.options.customer_pacing
+        while self.next_at < time.monotonic():  # a journey longer than the pacing: no catching up
+            self.next_at += self.options.customer_pacing
+        return self.next_at - time.monotonic()
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
         self.options = options
-        self.pacing = constant_pacing(options.customer_pacing)
         self.me = RUN.take("customer", RUN.customers) if RUN.customers else "nobody"
         self.headers = RUN.auth(Role.CUSTOMER, self.me) if RUN.ready else {}
+        first = random.uniform(0, options.customer_pacing)
+        self.next_at = time.monotonic() + first
+        time.sleep(first)
 
     @task
     def lunch(self) -> None:
@@ -663,7 +671,7 @@ def _report(
             )
             for r in rows
         ]
-        window = max(lunch.duration_s / 60, 1.0)
+        window = max(lunch.duration_s / 60, 2.0)
         steps = [i * lunch.duration_s / 200 for i in range(200)]
         wanted = [(t, lunch.rate(t) or 0.0) for t in steps]
         title = (
