@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-LINTED := services tests scripts
+LINTED := services tests scripts loadtest
 
-.PHONY: up test services lint typecheck check bench clean daprd chart-test
+.PHONY: up test services lint typecheck check bench loadtest clean daprd chart-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ check: lint typecheck
 
 bench: $(STAMP)  ## the throughput benchmark (see docs/benchmarks.md)
 	$(BIN)/baedal bench $(ARGS)
+
+# The lunch rush (docs/loadtest.md): without HOST, starts baedal up on a temporary data dir, runs the
+# 10-minute lunch shape with the SLO gate, stops it and prints where the reports are. HOST=https://...
+# drives a deployment instead (tokens: BAEDAL_JWT_SECRET). ARGS=--smoke: the 60-second variant.
+loadtest: $(STAMP)  ## the lunch-rush load test with its SLO gate (docs/loadtest.md)
+	$(BIN)/python -m loadtest.run $(if $(HOST),--host $(HOST)) $(ARGS)
 
 # Builds daprd from its pinned Go module (tools/daprd) into ~/.cache/baedal-engines, once per version;
 # see docs/dapr.md, "Building daprd". BAEDAL_ENGINES_DIR moves the cache.
