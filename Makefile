@@ -57,9 +57,9 @@ kube-apiserver:  ## build kube-apiserver and etcd from source (first time: many 
 	nice -n 19 $(PYTHON) scripts/build_engine.py etcd
 	nice -n 19 $(PYTHON) scripts/build_engine.py kube-apiserver
 
-# The operator and the CRD against a real kube-apiserver + etcd (tests marked kube); builds them first.
+# The CRD and the operator against a real kube-apiserver + etcd (tests/kube); builds them first.
 e2e-k8s: $(STAMP) kube-apiserver  ## the operator against a real Kubernetes API server
-	BAEDAL_REQUIRE_KUBE=1 $(BIN)/pytest -q -m kube $(PYTEST_ARGS)
+	BAEDAL_REQUIRE_KUBE=1 $(BIN)/pytest -q tests/kube $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .baedal .pytest_cache .mypy_cache .ruff_cache

@@ -28,8 +28,9 @@ CRD_ESTABLISHED_S = 30.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the control plane are marked ``kube`` (``make e2e-k8s`` runs them) and ``slow``."""
     for item in items:
-        if "tests/kube/" in str(item.path).replace("\\", "/"):
+        if "kube" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kube)
             item.add_marker(pytest.mark.slow)
 

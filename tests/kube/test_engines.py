@@ -1,0 +1,63 @@
+"""``make kube-apiserver``: the wrapper modules of tools/kube-apiserver and tools/etcd pin one
+release each, map what upstream maps to the published modules, and the binaries report it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.dapr.test_engines import be, replaces, requires
+
+KUBERNETES = "k8s.io/kubernetes"
+ETCD_SERVER = "go.etcd.io/etcd/server/v3"
+# Not required by k8s.io/kubernetes, and refused (403) by the Go module proxy at v0.34.4.
+UNREQUIRED_STAGING = {"k8s.io/sample-cli-plugin", "k8s.io/sample-controller"}
+
+
+def upstream_go_mod(module: str, version: str) -> str:
+    """The module's own go.mod for ``version``, from the Go module cache; skip when not downloaded."""
+    if shutil.which("go") is None:
+        pytest.skip("no go command on PATH")
+    cache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
+    path = Path(cache) / "cache" / "download" / module / "@v" / f"{version}.mod"
+    if not path.is_file():
+        pytest.skip(f"{module}@{version} is not in the Go module cache (run `make kube-apiserver`)")
+    return path.read_text()
+
+
+def test_the_kube_apiserver_wrapper_maps_every_staging_module_to_its_published_release() -> None:
+    engine = be.load_engine("kube-apiserver")
+    assert (engine.package, engine.module) == (f"{KUBERNETES}/cmd/kube-apiserver", KUBERNETES)
+    staging_version = "v0." + engine.version.removeprefix("v1.")  # v1.34.4 publishes k8s.io/api v0.34.4
+    ours = {fields[0]: fields[2:] for fields in replaces((engine.dir / "go.mod").read_text())}
+    upstream = replaces(upstream_go_mod(KUBERNETES, engine.version))
+    staging = {fields[0] for fields in upstream if fields[2].startswith("./staging/")}
+    assert set(ours) == staging - UNREQUIRED_STAGING
+    assert all(target == [module, staging_version] for module, target in ours.items())
+    assert not UNREQUIRED_STAGING & set(requires(upstream_go_mod(KUBERNETES, engine.version)))
+
+
+def test_the_etcd_wrapper_pins_the_etcd_its_kubernetes_release_requires() -> None:
+    etcd = be.load_engine("etcd")
+    assert (etcd.package, etcd.module) == (ETCD_SERVER, ETCD_SERVER)
+    kubernetes = be.load_engine("kube-apiserver")
+    assert requires(upstream_go_mod(KUBERNETES, kubernetes.version))["go.etcd.io/etcd/client/v3"] == etcd.version
+    ours = replaces((etcd.dir / "go.mod").read_text())
+    assert all(fields[2:] == [fields[0], etcd.version] for fields in ours)
+
+
+@pytest.mark.parametrize(
+    ("name", "flag", "expected"),
+    [("etcd", "--version", "etcd Version: {semver}"), ("kube-apiserver", "--version", "Kubernetes {version}")],
+)
+def test_the_built_engine_reports_its_pinned_version(name: str, flag: str, expected: str) -> None:
+    engine = be.load_engine(name)
+    path = be.binary_path(engine, be.go_target())
+    if not path.is_file():
+        pytest.skip(f"{name} is not built ({path}): run `make kube-apiserver`")
+    out = subprocess.run([path, flag], capture_output=True, text=True, timeout=30)
+    first = out.stdout.splitlines()[0]
+    assert first == expected.format(version=engine.version, semver=engine.version.removeprefix("v"))
