@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,20 +31,25 @@ CRD_ESTABLISHED_S = 30.0
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the control plane are marked ``kube`` (``make e2e-k8s`` runs them) and ``slow``."""
     for item in items:
-        if "kube" in getattr(item, "fixturenames", ()):
+        if {"kube", "engines"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kube)
             item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """etcd + kube-apiserver on loopback for the whole session; stopped at its end."""
+def engines() -> dict[str, Path]:
+    """The built etcd and kube-apiserver; else skip saying how to build them (fail: BAEDAL_REQUIRE_KUBE=1)."""
     try:
-        engines = engine_paths()
+        return engine_paths()
     except EnginesMissing as exc:
         if require_kube():
             pytest.fail(f"BAEDAL_REQUIRE_KUBE=1: {exc}")
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def kube(engines: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver on loopback for the whole session; stopped at its end."""
     with control_plane(tmp_path_factory.mktemp("kube"), engines) as plane:
         yield plane
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -277,14 +277,18 @@ class ControlPlane:
 
 
 @contextmanager
-def control_plane(workdir: Path, engines: dict[str, Path] | None = None) -> Iterator[ControlPlane]:
-    """A started :class:`ControlPlane`, stopped on the way out (also when starting it failed)."""
-    plane = ControlPlane(workdir, engines or engine_paths())
+def started(plane: ControlPlane) -> Iterator[ControlPlane]:
+    """``plane`` started, and stopped on the way out (also when starting it failed half-way)."""
     try:
         plane.start()
         yield plane
     finally:
         plane.stop()
+
+
+def control_plane(workdir: Path, engines: dict[str, Path] | None = None) -> AbstractContextManager[ControlPlane]:
+    """A started :class:`ControlPlane` of the built engines, its files in ``workdir``."""
+    return started(ControlPlane(workdir, engines or engine_paths()))
 
 
 def body(document: dict[str, Any]) -> Any:
