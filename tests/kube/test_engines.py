@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.dapr.test_engines import be, replaces, requires
+from tests.support import chart
 
 KUBERNETES = "k8s.io/kubernetes"
 ETCD_SERVER = "go.etcd.io/etcd/server/v3"
@@ -46,6 +47,12 @@ def test_the_kube_apiserver_wrapper_maps_every_staging_module_to_its_published_r
     assert set(ours) == staging - UNREQUIRED_STAGING
     assert all(target == [module, staging_version] for module, target in ours.items())
     assert not UNREQUIRED_STAGING & set(requires(upstream_go_mod("kube-apiserver", KUBERNETES)))
+
+
+def test_the_pinned_kubernetes_release_is_one_the_chart_claims() -> None:
+    oldest, newest = chart.claimed_kubernetes_versions()
+    minor = int(be.load_engine("kube-apiserver").version.split(".")[1])
+    assert int(oldest.split(".")[1]) <= minor <= int(newest.split(".")[1]), f"Chart.yaml claims {oldest}-{newest}"
 
 
 def test_the_etcd_wrapper_pins_the_etcd_its_kubernetes_release_requires() -> None:

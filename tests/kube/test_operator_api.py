@@ -1,5 +1,6 @@
 """``baedal operator`` (a real process) against a real kube-apiserver, publishing to a real
-``baedal up``, with only the operator's own RBAC (operator/rbac.yaml): its ServiceAccount's token.
+``baedal up``, with only the chart's operator RBAC (templates/operator-rbac.yaml): a token of its
+ServiceAccount, bound to the one namespace it watches.
 
 What a platform engineer sees: the demo restaurants applied are on the menu and ``kubectl get rst``
 says Synced; a price change reaches the menu; an outage of the platform shows as Synced=False and
@@ -10,6 +11,7 @@ nothing; the operator's role lets it do its work and nothing else.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,14 +30,12 @@ from services.restaurant_operator import crd
 from services.restaurant_operator.handlers import FINALIZER
 from services.restaurant_operator.status import synced_condition
 from services.runtime.auth import Role, TokenIssuer, load_or_create_secret
-from tests.support import EXAMPLES, ROOT
+from tests.support import EXAMPLES, chart
 from tests.support.kube_apiserver import ControlPlane, Process, as_dict, body, eventually_sync
 from tests.support.server import Server, clean_env, free_port, running
 
 WAIT_S = 60.0
-RBAC = ROOT / "operator" / "rbac.yaml"
-OPERATOR_NAMESPACE = "baedal"  # where operator/rbac.yaml puts the ServiceAccount
-SERVICE_ACCOUNT = "baedal-restaurant-operator"
+OPERATOR_NAMESPACE = "baedal"  # the release's namespace: the chart puts the ServiceAccount there
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
 
@@ -183,24 +183,50 @@ class Operator:
         self.process.check_alive("the test ran")
 
 
-def service_account_kubeconfig(kube: ControlPlane, admin: client.ApiClient, path: Path) -> Path:
-    """operator/rbac.yaml applied, and a kubeconfig with a token of its ServiceAccount (TokenRequest)."""
+def operator_rbac(namespace: str, watched: list[str]) -> list[dict[str, Any]]:
+    """The chart's operator RBAC for a release in ``namespace`` watching ``watched``, as
+    ``helm template ... --show-only templates/operator-rbac.yaml`` renders it."""
+    values = {"operator": {"namespaces": watched}}
+    rendered = chart.render(values, namespace=namespace)
+    (text,) = [text for path, text in rendered.items() if path.endswith("templates/operator-rbac.yaml")]
+    return [document for document in yaml.safe_load_all(text) if document]
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """The operator's ServiceAccount as the chart creates it, and a kubeconfig holding its token."""
+
+    namespace: str
+    name: str
+    kubeconfig: Path
+
+    @property
+    def user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.name}"
+
+
+def apply_rbac(kube: ControlPlane, admin: client.ApiClient, watched: str, path: Path) -> Identity:
+    """The chart's operator RBAC applied (release namespace :data:`OPERATOR_NAMESPACE`, watching
+    ``watched`` only), and a kubeconfig with a token of its ServiceAccount (TokenRequest)."""
     core = client.CoreV1Api(admin)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=OPERATOR_NAMESPACE)))
     rbac = client.RbacAuthorizationV1Api(admin)
-    for document in yaml.safe_load_all(RBAC.read_text()):  # kubectl apply -f operator/rbac.yaml
-        if document["kind"] == "ServiceAccount":
-            core.create_namespaced_service_account(OPERATOR_NAMESPACE, body(document))
-        elif document["kind"] == "ClusterRole":
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=OPERATOR_NAMESPACE)))
+    documents = operator_rbac(OPERATOR_NAMESPACE, [watched])
+    assert sorted(d["kind"] for d in documents) == ["ClusterRole", "RoleBinding", "ServiceAccount"]
+    for document in documents:  # kubectl apply -f -
+        kind, namespace = document["kind"], document["metadata"].get("namespace")
+        if kind == "ServiceAccount":
+            core.create_namespaced_service_account(namespace, body(document))
+        elif kind == "ClusterRole":
             rbac.create_cluster_role(body(document))
         else:
-            assert document["kind"] == "ClusterRoleBinding", document["kind"]
-            rbac.create_cluster_role_binding(body(document))
+            rbac.create_namespaced_role_binding(namespace, body(document))
+    (account,) = [d["metadata"]["name"] for d in documents if d["kind"] == "ServiceAccount"]
     # kubectl create token: a bound token the API server signs with the fixture's service-account key.
     request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
-    answer = core.create_namespaced_service_account_token(SERVICE_ACCOUNT, OPERATOR_NAMESPACE, request)
+    answer = core.create_namespaced_service_account_token(account, OPERATOR_NAMESPACE, request)
     assert answer.status is not None and answer.status.token, "no token for the operator"
-    return kube.write_kubeconfig(path, answer.status.token, user=SERVICE_ACCOUNT)
+    return Identity(OPERATOR_NAMESPACE, account, kube.write_kubeconfig(path, answer.status.token, user=account))
 
 
 @pytest.fixture(scope="module")
@@ -212,13 +238,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def operator_kubeconfig(
+def identity(
     kube: ControlPlane,
     admin: client.ApiClient,
     restaurant_crd: dict[str, Any],
+    shop: str,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Path:
-    return service_account_kubeconfig(kube, admin, tmp_path_factory.mktemp("operator") / "kubeconfig")
+) -> Identity:
+    return apply_rbac(kube, admin, shop, tmp_path_factory.mktemp("operator") / "kubeconfig")
 
 
 @pytest.fixture(scope="module")
@@ -231,9 +258,9 @@ def shop(admin: client.ApiClient) -> str:
 
 @pytest.fixture(scope="module")
 def operator(
-    operator_kubeconfig: Path, server: Server, shop: str, tmp_path_factory: pytest.TempPathFactory
+    identity: Identity, server: Server, shop: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
-    running_operator = Operator(operator_kubeconfig, server, shop, tmp_path_factory.mktemp("operator-logs"))
+    running_operator = Operator(identity.kubeconfig, server, shop, tmp_path_factory.mktemp("operator-logs"))
     running_operator.start()
     try:
         yield running_operator
@@ -342,11 +369,11 @@ def test_a_restarted_operator_changes_nothing(kubectl: Kubectl, platform: Menu, 
 
 
 def test_the_operator_role_allows_its_work_and_nothing_else(
-    admin: client.ApiClient, operator_kubeconfig: Path, shop: str
+    admin: client.ApiClient, identity: Identity, shop: str
 ) -> None:
-    """As the operator's ServiceAccount (impersonated by the admin): its verbs work, others are refused."""
-    operator_user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
-    with client.ApiClient(admin.configuration, "Impersonate-User", operator_user) as as_operator:
+    """As the chart's operator ServiceAccount (impersonated by the admin): its verbs in the namespace
+    it watches work; anything else is refused (403)."""
+    with client.ApiClient(admin.configuration, "Impersonate-User", identity.user) as as_operator:
         objects = client.CustomObjectsApi(as_operator)
         assert isinstance(objects.list_namespaced_custom_object(crd.GROUP, crd.VERSION, shop, crd.PLURAL), dict)
         refused: dict[str, Callable[[], object]] = {
@@ -356,10 +383,14 @@ def test_the_operator_role_allows_its_work_and_nothing_else(
             "delete a restaurant": lambda: objects.delete_namespaced_custom_object(
                 crd.GROUP, crd.VERSION, shop, crd.PLURAL, "seoul-chicken"
             ),
-            "read secrets": lambda: client.CoreV1Api(as_operator).list_namespaced_secret(shop),
-            "delete its own binding": lambda: client.RbacAuthorizationV1Api(as_operator).delete_cluster_role_binding(
-                SERVICE_ACCOUNT
+            "list restaurants of a namespace it does not watch": lambda: objects.list_namespaced_custom_object(
+                crd.GROUP, crd.VERSION, "default", crd.PLURAL
             ),
+            "list restaurants cluster-wide": lambda: objects.list_cluster_custom_object(
+                crd.GROUP, crd.VERSION, crd.PLURAL
+            ),
+            "read secrets": lambda: client.CoreV1Api(as_operator).list_namespaced_secret(shop),
+            "list cluster roles": lambda: client.RbacAuthorizationV1Api(as_operator).list_cluster_role(),
         }
         for action, call in refused.items():
             with pytest.raises(ApiException) as denied:
