@@ -40,12 +40,14 @@ def upstream_go_mod(engine: str, module: str) -> str:
 def test_the_kube_apiserver_wrapper_maps_every_staging_module_to_its_published_release() -> None:
     engine = be.load_engine("kube-apiserver")
     assert (engine.package, engine.module) == (f"{KUBERNETES}/cmd/kube-apiserver", KUBERNETES)
-    staging_version = "v0." + engine.version.removeprefix("v1.")  # v1.34.4 publishes k8s.io/api v0.34.4
+    staging_version = "v0." + engine.version.removeprefix("v1.")  # v1.37.2 publishes k8s.io/api v0.37.2
     ours = {fields[0]: fields[2:] for fields in replaces((engine.dir / "go.mod").read_text())}
     upstream = replaces(upstream_go_mod("kube-apiserver", KUBERNETES))
     staging = {fields[0] for fields in upstream if fields[2].startswith("./staging/")}
     assert set(ours) == staging - UNREQUIRED_STAGING
     assert all(target == [module, staging_version] for module, target in ours.items())
+    minor = engine.version.split(".")[1]
+    assert engine.ldflags_x["k8s.io/component-base/version.gitMinor"] == minor, "build.toml follows the version"
     assert not UNREQUIRED_STAGING & set(requires(upstream_go_mod("kube-apiserver", KUBERNETES)))
 
 

@@ -227,6 +227,9 @@ class ControlPlane:
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # No endpoints for the `kubernetes` Service (nothing in-cluster calls it here); since 1.37
+            # the reconciler refuses a loopback advertise address.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={self.port}",
             f"--tls-cert-file={files['serving.crt']}",
             f"--tls-private-key-file={files['serving.key']}",
