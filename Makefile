@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LINTED := services tests scripts loadtest
 
-.PHONY: up test services lint typecheck check bench loadtest clean daprd chart-test
+.PHONY: up test services lint typecheck check bench loadtest clean daprd chart-test kube-apiserver e2e-k8s
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,16 @@ daprd:  ## build the Dapr sidecar from source (first time: many minutes), reused
 # runs these too.
 chart-test: $(STAMP)  ## hadolint, helm lint, schema validation, checkov, skaffold checks
 	nice -n 19 $(BIN)/pytest -q tests/chart tests/dapr/test_dapr_components.py $(PYTEST_ARGS)
+
+# Builds kube-apiserver (tools/kube-apiserver: k8s.io/kubernetes) and etcd (tools/etcd:
+# go.etcd.io/etcd/server/v3) from their pinned Go modules into the same cache; see docs/kubernetes-e2e.md.
+kube-apiserver:  ## build kube-apiserver and etcd from source (first time: many minutes), reused afterwards
+	nice -n 19 $(PYTHON) scripts/build_engine.py etcd
+	nice -n 19 $(PYTHON) scripts/build_engine.py kube-apiserver
+
+# The CRD and the operator against a real kube-apiserver + etcd (tests/kube); builds them first.
+e2e-k8s: $(STAMP) kube-apiserver  ## the operator against a real Kubernetes API server
+	BAEDAL_REQUIRE_KUBE=1 $(BIN)/pytest -q tests/kube $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .baedal .pytest_cache .mypy_cache .ruff_cache
