@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.deps import CurrentPrincipal
@@ -16,7 +16,7 @@ from services.deps import Notifications as Feed
 from services.notification.feed import Feed as FeedPort
 from services.runtime.auth import Principal, Role, require_admin
 from services.runtime.errors import ApiError
-from services.runtime.web.api import Limit
+from services.runtime.web.api import MAX_INT, Decimal, Limit, SeqHeader, SeqQuery
 
 router = APIRouter(tags=["notifications"])
 POLL_S = 0.25
@@ -25,7 +25,6 @@ HEARTBEAT_S = 15.0
 
 Lat = Annotated[float | None, Query(ge=-90, le=90, description="riders: where you are")]
 Lon = Annotated[float | None, Query(ge=-180, le=180, description="riders: where you are")]
-After = Annotated[int, Query(ge=0, description="only notifications after this seq")]
 
 
 async def _page(
@@ -42,7 +41,7 @@ async def _page(
 
 @router.get("/notifications")
 async def notifications(
-    principal: CurrentPrincipal, feed: Feed, lat: Lat = None, lon: Lon = None, after: After = 0, limit: Limit = 100
+    principal: CurrentPrincipal, feed: Feed, lat: Lat = None, lon: Lon = None, after: SeqQuery = 0, limit: Limit = 100
 ) -> list[dict[str, Any]]:
     """The caller's feed, oldest first: every status change of a customer's orders, new paid orders
     for owners, deliveries ready near a rider."""
@@ -56,12 +55,12 @@ async def stream(
     feed: Feed,
     lat: Lat = None,
     lon: Lon = None,
-    after: After = 0,
-    limit: Annotated[int | None, Query(ge=1, description="close after this many events")] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    after: SeqQuery = 0,
+    limit: Annotated[int | None, Decimal, Query(ge=1, le=MAX_INT, description="close after this many events")] = None,
+    last_event_id: SeqHeader = None,
 ) -> StreamingResponse:
     """The same feed as Server-Sent Events; reconnecting with ``Last-Event-ID`` resumes."""
-    cursor = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    cursor = after if last_event_id is None else last_event_id
     await _page(feed, principal, lat, lon, cursor, 1)  # fail before streaming, with a proper status
 
     async def events() -> AsyncIterator[bytes]:

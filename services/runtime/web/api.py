@@ -7,9 +7,9 @@ import sys
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,8 +26,33 @@ class Body(BaseModel):
 # Ids from paths and tokens: printable, bounded (a NUL or a huge key would break the database).
 SAFE_ID = r"^[^\x00-\x1f\x7f/]{1,128}$"
 PathId = Annotated[str, Path(pattern=SAFE_ID)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+
+# THE rule for every integer in a query string or a header: plain ASCII decimal digits (no sign,
+# no spaces, no underscores, no other scripts' digits such as "²"), at most MAX_INT, so that no
+# database (SQLite and PostgreSQL take signed 64-bit) and no JSON client (JavaScript reads 2**53 - 1
+# exactly) ever sees a number it cannot hold; anything else is 422 VALIDATION_ERROR. Even
+# ``offset + limit`` stays far below 64 bits. Use these types (or :data:`QueryInt`/:data:`HeaderInt`
+# with bounds), never a bare ``int`` parameter.
+MAX_INT = 2**53 - 1
+_DIGITS = 16  # len(str(MAX_INT)); longer strings are refused before being converted
+
+
+def _plain_decimal(value: object) -> object:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit() and len(value) <= _DIGITS):
+        raise ValueError(f"must be a plain decimal integer from 0 to {MAX_INT}")
+    return value
+
+
+Decimal = BeforeValidator(_plain_decimal)
+Limit = Annotated[int, Decimal, Query(ge=1, le=1000)]
+Offset = Annotated[int, Decimal, Query(ge=0, le=MAX_INT)]
+# A feed sequence number: ``after`` in the query, ``Last-Event-ID`` as a header.
+SeqQuery = Annotated[int, Decimal, Query(ge=0, le=MAX_INT, description="only notifications after this seq")]
+SeqHeader = Annotated[
+    int | None,
+    Decimal,
+    Header(ge=0, le=MAX_INT, description="resume after this seq (the last `id` received); wins over `after`"),
+]
 
 
 class BodySizeLimit:
