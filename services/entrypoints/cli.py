@@ -185,6 +185,14 @@ def token(
 
 
 @app.command()
+def openapi() -> None:
+    """Print the API's OpenAPI document (the one published as docs/openapi.json)."""
+    from services.entrypoints.gateway import openapi_text
+
+    sys.stdout.write(openapi_text())
+
+
+@app.command()
 def apply(
     file: Annotated[Path, typer.Option("-f", "--filename", exists=True, help="a manifest file or a directory")],
     url: Url = DEFAULT_URL,

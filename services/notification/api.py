@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from services.deps import CurrentPrincipal
 from services.deps import Notifications as Feed
@@ -17,6 +18,7 @@ from services.notification.feed import Feed as FeedPort
 from services.runtime.auth import Principal, Role, require_admin
 from services.runtime.errors import ApiError
 from services.runtime.web.api import MAX_INT, Decimal, Limit, SeqHeader, SeqQuery
+from services.runtime.web.openapi import errors, ok
 
 router = APIRouter(tags=["notifications"])
 POLL_S = 0.25
@@ -25,6 +27,32 @@ HEARTBEAT_S = 15.0
 
 Lat = Annotated[float | None, Query(ge=-90, le=90, description="riders: where you are")]
 Lon = Annotated[float | None, Query(ge=-180, le=180, description="riders: where you are")]
+
+
+class Notification(BaseModel):
+    seq: int
+    id: str
+    order_id: str
+    status: str
+    message: str
+    created_at: str
+
+
+class OutboundMessage(BaseModel):
+    seq: int
+    notification: dict[str, Any]
+    attempts: int
+    sent: bool
+    failed: bool
+    last_error: str | None
+
+
+SSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "One event per notification: `id: <seq>`, `event: notification`, `data: <Notification JSON>`",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 
 
 async def _page(
@@ -39,7 +67,7 @@ async def _page(
     raise ApiError(403, "FORBIDDEN", "admins have no feed of their own")
 
 
-@router.get("/notifications")
+@router.get("/notifications", response_model=None, responses=ok(list[Notification]) | errors(403))
 async def notifications(
     principal: CurrentPrincipal, feed: Feed, lat: Lat = None, lon: Lon = None, after: SeqQuery = 0, limit: Limit = 100
 ) -> list[dict[str, Any]]:
@@ -48,7 +76,7 @@ async def notifications(
     return await _page(feed, principal, lat, lon, after, limit)
 
 
-@router.get("/notifications/stream")
+@router.get("/notifications/stream", response_class=StreamingResponse, responses=SSE | errors(403))
 async def stream(
     request: Request,
     principal: CurrentPrincipal,
@@ -56,7 +84,7 @@ async def stream(
     lat: Lat = None,
     lon: Lon = None,
     after: SeqQuery = 0,
-    limit: Annotated[int | None, Decimal, Query(ge=1, le=MAX_INT, description="close after this many events")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_INT, description="close after this many events"), Decimal] = None,
     last_event_id: SeqHeader = None,
 ) -> StreamingResponse:
     """The same feed as Server-Sent Events; reconnecting with ``Last-Event-ID`` resumes."""
@@ -84,7 +112,9 @@ async def stream(
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/admin/notifications/outbound", tags=["operations"])
+@router.get(
+    "/admin/notifications/outbound", tags=["operations"], response_model=None, responses=ok(list[OutboundMessage])
+)
 async def outbound(principal: CurrentPrincipal, feed: Feed) -> list[dict[str, Any]]:
     """The outbound channel's record: every message, whether the webhook took it, attempts."""
     require_admin(principal)

@@ -4,16 +4,18 @@ readable start-up failures."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.runtime.failures import CouldNotRun
+from services.runtime.web.openapi import errors, ok
 from services.runtime.web.problems import problem
 
 
@@ -31,8 +33,9 @@ PathId = Annotated[str, Path(pattern=SAFE_ID)]
 # no spaces, no underscores, no other scripts' digits such as "²"), at most MAX_INT, so that no
 # database (SQLite and PostgreSQL take signed 64-bit) and no JSON client (JavaScript reads 2**53 - 1
 # exactly) ever sees a number it cannot hold; anything else is 422 VALIDATION_ERROR. Even
-# ``offset + limit`` stays far below 64 bits. Use these types (or :data:`QueryInt`/:data:`HeaderInt`
-# with bounds), never a bare ``int`` parameter.
+# ``offset + limit`` stays far below 64 bits. Use these types (or ``Annotated[int, Query(...), Decimal]``
+# with bounds), never a bare ``int`` parameter. The validator comes after ``Query``/``Header``, so that
+# the bounds reach the OpenAPI document as minimum and maximum.
 MAX_INT = 2**53 - 1
 _DIGITS = 16  # len(str(MAX_INT)); longer strings are refused before being converted
 
@@ -44,14 +47,14 @@ def _plain_decimal(value: object) -> object:
 
 
 Decimal = BeforeValidator(_plain_decimal)
-Limit = Annotated[int, Decimal, Query(ge=1, le=1000)]
-Offset = Annotated[int, Decimal, Query(ge=0, le=MAX_INT)]
+Limit = Annotated[int, Query(ge=1, le=1000), Decimal]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT), Decimal]
 # A feed sequence number: ``after`` in the query, ``Last-Event-ID`` as a header.
-SeqQuery = Annotated[int, Decimal, Query(ge=0, le=MAX_INT, description="only notifications after this seq")]
+SeqQuery = Annotated[int, Query(ge=0, le=MAX_INT, description="only notifications after this seq"), Decimal]
 SeqHeader = Annotated[
     int | None,
-    Decimal,
     Header(ge=0, le=MAX_INT, description="resume after this seq (the last `id` received); wins over `after`"),
+    Decimal,
 ]
 
 
@@ -126,12 +129,21 @@ class _TooLarge(StarletteHTTPException):
 probes = APIRouter(tags=["operations"])
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    services: dict[str, bool] = Field(description="per service: its storage (and sidecar) answer")
+
+
 @probes.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> Health:
+    return Health(status="ok")
 
 
-@probes.get("/readyz")
+@probes.get("/readyz", response_model=None, responses=ok(Ready) | errors(503))
 async def readyz(request: Request) -> Response:
     services: dict[str, bool] = await request.app.state.platform.ready()
     if all(services.values()):
@@ -139,6 +151,14 @@ async def readyz(request: Request) -> Response:
     return problem(503, "NOT_READY", "some services are not ready", services=services)
 
 
-@probes.get("/metrics")
+METRICS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text exposition format",
+        "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+    }
+}
+
+
+@probes.get("/metrics", response_class=PlainTextResponse, responses=METRICS)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
