@@ -61,7 +61,15 @@ def _view(delivery: Delivery) -> dict[str, Any]:
     return view
 
 
-@router.get("/deliveries/available", response_model=None, responses=ok(list[AvailableDelivery]) | errors(403))
+@router.get(
+    "/deliveries/available",
+    response_model=None,
+    responses=ok(
+        list[AvailableDelivery],
+        links={op: {"delivery_id": "$response.body#/0/id"} for op in ("claim", "pick_up", "deliver")},
+    )
+    | errors(403),
+)
 async def available(
     principal: CurrentPrincipal,
     deliveries: Deliveries,

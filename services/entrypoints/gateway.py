@@ -20,7 +20,7 @@ from services.runtime.auth import require_admin
 from services.runtime.errors import ApiError
 from services.runtime.settings import Settings
 from services.runtime.web.api import BodySizeLimit, probes
-from services.runtime.web.openapi import errors, install_docs, install_openapi, ok
+from services.runtime.web.openapi import errors, install_docs, install_openapi, ok, operation_id
 from services.runtime.web.problems import install_error_handlers
 
 ops = APIRouter(tags=["operations"])
@@ -74,7 +74,11 @@ async def backlog(request: Request, principal: CurrentPrincipal) -> dict[str, An
     return {"settled": settled, "backlog": backlog, "paused": sorted(platform.dispatcher.paused)}
 
 
-@ops.get("/admin/dlq", response_model=None, responses=ok(list[DeadLetter]))
+@ops.get(
+    "/admin/dlq",
+    response_model=None,
+    responses=ok(list[DeadLetter], links={"replay": {"letter_id": "$response.body#/0/id"}}),
+)
 async def dead_letters(request: Request, principal: CurrentPrincipal) -> list[dict[str, Any]]:
     require_admin(principal)
     return [letter.__dict__ for letter in await _platform(request).dispatcher.dead_letters()]
@@ -124,6 +128,7 @@ def create_app(platform: Platform, manage_lifecycle: bool = True) -> FastAPI:
         description="Food-delivery ordering: order, pay, accept — an order and its payment never disagree.",
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     install_openapi(app)
     install_docs(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Response
-from pydantic import BaseModel, Field, StrictBool, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from services.catalog import projection
 from services.deps import CurrentPrincipal, Orders
@@ -33,7 +33,33 @@ class DeliveryIn(Body):
     express: StrictBool = False
 
 
+def _payment_schema(schema: dict[str, Any]) -> None:
+    """The rule of :meth:`PaymentIn._token_goes_with_card`, for the OpenAPI document."""
+    token = {"type": "string", "minLength": 1, "maxLength": 200}
+    schema.pop("properties")
+    schema.pop("required")
+    schema.pop("additionalProperties")  # each alternative says it
+    schema["oneOf"] = [
+        {
+            "type": "object",
+            "properties": {"method": {"const": "wallet"}, "card_token": {"type": "null"}},
+            "required": ["method"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"method": {"const": "card"}, "card_token": token},
+            "required": ["method", "card_token"],
+            "additionalProperties": False,
+        },
+    ]
+
+
 class PaymentIn(Body):
+    """``{"method": "wallet"}`` or ``{"method": "card", "card_token": "tok_..."}``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_payment_schema)
+
     method: Literal["wallet", "card"]
     card_token: str | None = Field(None, min_length=1, max_length=200)
 
@@ -110,6 +136,17 @@ class OrderAuditRow(BaseModel):
     accepted_at: str | None
 
 
+# What a client can do next with the order a POST /orders answered (operation ids are the handlers' names).
+ORDER_OPERATIONS = ("get_order", "cancel_order", "confirm_order", "get_payment")
+TICKET_LINKS = {
+    op: {"restaurant_id": "$response.body#/restaurant_id", "order_id": "$response.body#/id"}
+    for op in ("accept", "reject", "start_cooking", "finish_cooking")
+}
+RESTAURANT_LINKS = {
+    op: {"restaurant_id": "$response.body#/0/id"} for op in ("get_menu", "patch_restaurant", "restaurant_queue")
+}
+
+
 def _not_found(order_id: str) -> ApiError:
     return ApiError(404, "ORDER_NOT_FOUND", f"order {order_id!r} does not exist")
 
@@ -147,7 +184,10 @@ async def _customers_order(orders: OrderService, principal: Principal, order_id:
     status_code=202,
     tags=["orders"],
     response_model=None,
-    responses=ok(OrderView, 202) | errors(403, 404, 409),
+    responses=ok(
+        OrderView, 202, links={op: {"order_id": "$response.body#/id"} for op in ORDER_OPERATIONS} | TICKET_LINKS
+    )
+    | errors(403, 404, 409),
 )
 async def place_order(
     body: PlaceOrderIn,
@@ -226,7 +266,9 @@ async def confirm_order(order_id: PathId, principal: CurrentPrincipal, orders: O
     return (await orders.confirm(await _customers_order(orders, principal, order_id, "confirm"))).view()
 
 
-@router.get("/restaurants", tags=["catalog"], response_model=None, responses=ok(list[RestaurantSummary]))
+@router.get(
+    "/restaurants", tags=["catalog"], response_model=None, responses=ok(list[RestaurantSummary], links=RESTAURANT_LINKS)
+)
 async def list_restaurants(orders: Orders) -> list[dict[str, Any]]:
     entries = [projection.summary(e) for e in await orders.restaurants()]
     return sorted(entries, key=lambda r: (not r["open"], r["id"]))

@@ -180,7 +180,12 @@ async def patch_menu_item(
     return _availability(entry)
 
 
-@router.post("/admin/restaurants", tags=["operations"], response_model=None, responses=ok(Applied) | errors(409))
+@router.post(
+    "/admin/restaurants",
+    tags=["operations"],
+    response_model=None,
+    responses=ok(Applied, links={"delete_manifest": {"restaurant_id": "$response.body#/restaurant_id"}}) | errors(409),
+)
 async def apply_manifest(
     manifest: dict[str, Any], principal: CurrentPrincipal, restaurants: Restaurants
 ) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,9 +65,23 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": _WHY.get(status, HTTPStatus(status).phrase)} for status in statuses}
 
 
-def ok(model: Any, status: int = 200, description: str = "Success") -> dict[int | str, dict[str, Any]]:
-    """The success answer of a route whose handler returns plain data: documented as ``model``."""
-    return {status: {"model": model, "description": description}}
+def ok(
+    model: Any, status: int = 200, description: str = "Success", links: dict[str, Any] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The success answer of a route whose handler returns plain data: documented as ``model``;
+    ``links``: operation id → {parameter: runtime expression} (OpenAPI links, for clients and for
+    the fuzzer's stateful mode)."""
+    answer: dict[str, Any] = {"model": model, "description": description}
+    if links:
+        answer["links"] = {
+            operation: {"operationId": operation, "parameters": parameters} for operation, parameters in links.items()
+        }
+    return {status: answer}
+
+
+def operation_id(route: APIRoute) -> str:
+    """An operation's id is its handler's name (``place_order``): what generated clients call it."""
+    return route.name
 
 
 def _problem(status: int, existing: dict[str, Any] | None) -> dict[str, Any]:
