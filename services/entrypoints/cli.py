@@ -20,6 +20,7 @@ from services.runtime.auth import Role, TokenIssuer, admin_tokens, load_secret
 from services.runtime.failures import CouldNotRun, raise_if_unusable, response_detail, transport_failure
 from services.runtime.process import spawn_child
 from services.runtime.settings import Settings
+from services.runtime.web.server import http_protocol
 
 # Exit codes: 0 done, 1 the answer is "no" (an audit violation, a rejected manifest), 2 could not run.
 FOUND_A_PROBLEM = 1
@@ -164,6 +165,7 @@ def _serve(uvicorn: Any, asgi_app: Any, host: str, port: int) -> None:
         asgi_app,
         host=host,
         port=port,
+        http=http_protocol(),  # its own 400s as problem+json too
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=10,
