@@ -41,12 +41,14 @@ def _payment_schema(schema: dict[str, Any]) -> None:
     schema.pop("additionalProperties")  # each alternative says it
     schema["oneOf"] = [
         {
+            "title": "WalletPayment",
             "type": "object",
             "properties": {"method": {"const": "wallet"}, "card_token": {"type": "null"}},
             "required": ["method"],
             "additionalProperties": False,
         },
         {
+            "title": "CardPayment",
             "type": "object",
             "properties": {"method": {"const": "card"}, "card_token": token},
             "required": ["method", "card_token"],
