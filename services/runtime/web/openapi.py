@@ -15,7 +15,6 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -113,13 +112,8 @@ def _complete(document: dict[str, Any]) -> dict[str, Any]:
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     for fastapi_own in ("HTTPValidationError", "ValidationError"):
         schemas.pop(fastapi_own, None)
-    schemas.update(
-        Problem.model_json_schema(ref_template="#/components/schemas/{model}")["$defs"]
-        if "$defs" in Problem.model_json_schema()
-        else {}
-    )
     problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-    problem_schema.pop("$defs", None)
+    schemas.update(problem_schema.pop("$defs", {}))  # ValidationIssue
     schemas["Problem"] = problem_schema
     document["components"]["schemas"] = dict(sorted(schemas.items()))
     return document
@@ -152,7 +146,6 @@ def install_docs(app: FastAPI) -> None:
     ``fastapi-offline`` package's copies): they work without internet access. The app is created
     with ``docs_url=None, redoc_url=None``. ReDoc's Google fonts are left out (system fonts)."""
     app.mount(ASSETS, StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets")
-    assert fastapi_offline  # the package whose static files are mounted
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
