@@ -17,7 +17,7 @@ from services.deps import Notifications as Feed
 from services.notification.feed import Feed as FeedPort
 from services.runtime.auth import Principal, Role, require_admin
 from services.runtime.errors import ApiError
-from services.runtime.web.api import MAX_INT, Decimal, Limit, SeqHeader, SeqQuery
+from services.runtime.web.api import MAX_INT, Limit, PlainDecimal, SeqHeader, SeqQuery
 from services.runtime.web.openapi import errors, ok
 
 router = APIRouter(tags=["notifications"])
@@ -84,7 +84,9 @@ async def stream(
     lat: Lat = None,
     lon: Lon = None,
     after: SeqQuery = 0,
-    limit: Annotated[int | None, Query(ge=1, le=MAX_INT, description="close after this many events"), Decimal] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_INT, description="close after this many events"), PlainDecimal
+    ] = None,
     last_event_id: SeqHeader = None,
 ) -> StreamingResponse:
     """The same feed as Server-Sent Events; reconnecting with ``Last-Event-ID`` resumes."""

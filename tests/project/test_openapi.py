@@ -10,15 +10,20 @@ internet.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, get_args
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from services.entrypoints.bootstrap import Platform
-from services.entrypoints.gateway import create_app, openapi_text
+from services.entrypoints.gateway import create_app, openapi_text, ops
+from services.entrypoints.routes import SERVICE_ROUTERS
 from services.runtime.settings import Settings
+from services.runtime.web.api import MAX_INT, PlainDecimal, probes
 from services.runtime.web.problems import PROBLEM
 from tests.project.test_api_doc import STATUS_AND_CODE, _doc, _endpoint_sections
 from tests.support import ROOT
@@ -125,3 +130,33 @@ async def test_docs_pages_load_nothing_from_the_internet(app: FastAPI) -> None:
             ):
                 loaded = await client.get(asset)
                 assert loaded.status_code == 200, (page, asset)
+
+
+def _dependants(dependant: Dependant) -> Iterator[Dependant]:
+    yield dependant
+    for sub in dependant.dependencies:
+        yield from _dependants(sub)
+
+
+def test_every_integer_query_parameter_and_header_follows_the_one_rule(document: dict[str, Any]) -> None:
+    """``services/runtime/web/api.py``: plain decimal digits, 0 to MAX_INT (issue 16: 2**63 and '²'
+    were 500s). The validator on each, and the bounds in the document."""
+    checked, bare = 0, []
+    for router in (*SERVICE_ROUTERS.values(), probes, ops):
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            for dependant in _dependants(route.dependant):
+                for param in dependant.query_params + dependant.header_params:
+                    annotation = param.field_info.annotation
+                    if int in (get_args(annotation) or (annotation,)):
+                        checked += 1
+                        if PlainDecimal not in param.field_info.metadata:
+                            bare.append((route.path, param.name))
+    assert checked >= 8
+    assert bare == []
+    for method, path, operation in _operations(document):
+        for parameter in operation.get("parameters", []):
+            schema = parameter["schema"]
+            for alternative in schema.get("anyOf", [schema]):
+                if alternative.get("type") == "integer":
+                    assert 0 <= alternative["minimum"] <= alternative["maximum"] <= MAX_INT, (method, path, parameter)

@@ -33,7 +33,7 @@ PathId = Annotated[str, Path(pattern=SAFE_ID)]
 # no spaces, no underscores, no other scripts' digits such as "²"), at most MAX_INT, so that no
 # database (SQLite and PostgreSQL take signed 64-bit) and no JSON client (JavaScript reads 2**53 - 1
 # exactly) ever sees a number it cannot hold; anything else is 422 VALIDATION_ERROR. Even
-# ``offset + limit`` stays far below 64 bits. Use these types (or ``Annotated[int, Query(...), Decimal]``
+# ``offset + limit`` stays far below 64 bits. Use these types (or ``Annotated[int, Query(...), PlainDecimal]``
 # with bounds), never a bare ``int`` parameter. The validator comes after ``Query``/``Header``, so that
 # the bounds reach the OpenAPI document as minimum and maximum.
 MAX_INT = 2**53 - 1
@@ -46,15 +46,15 @@ def _plain_decimal(value: object) -> object:
     return value
 
 
-Decimal = BeforeValidator(_plain_decimal)
-Limit = Annotated[int, Query(ge=1, le=1000), Decimal]
-Offset = Annotated[int, Query(ge=0, le=MAX_INT), Decimal]
+PlainDecimal = BeforeValidator(_plain_decimal)
+Limit = Annotated[int, Query(ge=1, le=1000), PlainDecimal]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT), PlainDecimal]
 # A feed sequence number: ``after`` in the query, ``Last-Event-ID`` as a header.
-SeqQuery = Annotated[int, Query(ge=0, le=MAX_INT, description="only notifications after this seq"), Decimal]
+SeqQuery = Annotated[int, Query(ge=0, le=MAX_INT, description="only notifications after this seq"), PlainDecimal]
 SeqHeader = Annotated[
     int | None,
     Header(ge=0, le=MAX_INT, description="resume after this seq (the last `id` received); wins over `after`"),
-    Decimal,
+    PlainDecimal,
 ]
 
 
