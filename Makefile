@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LINTED := services tests scripts loadtest
 
-.PHONY: up test services lint typecheck check bench loadtest clean daprd chart-test kube-apiserver e2e-k8s
+.PHONY: up test services lint typecheck check bench loadtest clean daprd chart-test kube-apiserver e2e-k8s openapi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck
+
+openapi: $(STAMP)  ## regenerate docs/openapi.json from the code (tests/project/test_openapi.py checks it)
+	$(BIN)/baedal openapi > docs/openapi.json
 
 bench: $(STAMP)  ## the throughput benchmark (see docs/benchmarks.md)
 	$(BIN)/baedal bench $(ARGS)

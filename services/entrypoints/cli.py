@@ -21,6 +21,7 @@ from services.runtime.auth import Role, TokenIssuer, load_secret
 from services.runtime.failures import CouldNotRun, raise_if_unusable, response_detail, transport_failure
 from services.runtime.process import spawn_child
 from services.runtime.settings import Settings
+from services.runtime.web.server import http_protocol
 
 # Exit codes: 0 done, 1 the answer is "no" (an audit violation, a rejected manifest), 2 could not run.
 FOUND_A_PROBLEM = 1
@@ -174,6 +175,7 @@ def _serve(uvicorn: Any, asgi_app: Any, host: str, port: int, graceful_shutdown_
         asgi_app,
         host=host,
         port=port,
+        http=http_protocol(),  # its own 400s as problem+json too
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=graceful_shutdown_s,
@@ -193,6 +195,14 @@ def token(
     """Print a bearer token signed with the platform's key: BAEDAL_JWT_SECRET (in a cluster), else
     the secret of its data dir."""
     typer.echo(TokenIssuer(_signing_secret(data_dir)).issue(role, subject, ttl))
+
+
+@app.command()
+def openapi() -> None:
+    """Print the API's OpenAPI document (the one published as docs/openapi.json)."""
+    from services.entrypoints.gateway import openapi_text
+
+    sys.stdout.write(openapi_text())
 
 
 @app.command()

@@ -3,21 +3,60 @@ the platform's operations endpoints (backlog, dead letters, pausing a service)."
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel
 
 from services.deps import CurrentPrincipal
 from services.entrypoints.bootstrap import Platform
 from services.entrypoints.routes import SERVICE_ROUTERS
 from services.runtime.auth import require_admin
 from services.runtime.errors import ApiError
+from services.runtime.settings import Settings
 from services.runtime.web.api import BodySizeLimit, probes
+from services.runtime.web.openapi import errors, install_docs, install_openapi, ok, operation_id
 from services.runtime.web.problems import install_error_handlers
 
 ops = APIRouter(tags=["operations"])
+
+
+class ServiceBacklog(BaseModel):
+    due: int
+    scheduled: int
+
+
+class Backlog(BaseModel):
+    settled: bool
+    backlog: dict[str, ServiceBacklog]
+    paused: list[str]
+
+
+class DeadLetter(BaseModel):
+    id: str
+    service: str
+    consumer: str
+    event_id: str
+    topic: str
+    attempts: int
+    error: str
+    failed_at: float
+    envelope: dict[str, Any]
+
+
+class Replayed(BaseModel):
+    id: str
+    replayed: bool
+
+
+class Paused(BaseModel):
+    service: str
+    paused: bool
 
 
 def _platform(request: Request) -> Platform:
@@ -25,7 +64,7 @@ def _platform(request: Request) -> Platform:
     return platform
 
 
-@ops.get("/admin/backlog")
+@ops.get("/admin/backlog", response_model=None, responses=ok(Backlog))
 async def backlog(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     """Events not yet handled per service: 0 everywhere means the platform has settled."""
     require_admin(principal)
@@ -35,13 +74,19 @@ async def backlog(request: Request, principal: CurrentPrincipal) -> dict[str, An
     return {"settled": settled, "backlog": backlog, "paused": sorted(platform.dispatcher.paused)}
 
 
-@ops.get("/admin/dlq")
+@ops.get(
+    "/admin/dlq",
+    response_model=None,
+    responses=ok(list[DeadLetter], links={"replay": {"letter_id": "$response.body#/0/id"}}),
+)
 async def dead_letters(request: Request, principal: CurrentPrincipal) -> list[dict[str, Any]]:
     require_admin(principal)
     return [letter.__dict__ for letter in await _platform(request).dispatcher.dead_letters()]
 
 
-@ops.post("/admin/dlq/{letter_id}/replay", status_code=202)
+@ops.post(
+    "/admin/dlq/{letter_id}/replay", status_code=202, response_model=None, responses=ok(Replayed, 202) | errors(404)
+)
 async def replay(letter_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     require_admin(principal)
     if not await _platform(request).dispatcher.replay(letter_id):
@@ -49,7 +94,9 @@ async def replay(letter_id: str, request: Request, principal: CurrentPrincipal) 
     return {"id": letter_id, "replayed": True}
 
 
-@ops.post("/admin/services/{service}/{action}", status_code=202)
+@ops.post(
+    "/admin/services/{service}/{action}", status_code=202, response_model=None, responses=ok(Paused, 202) | errors(404)
+)
 async def pause_or_resume(service: str, action: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     """Stop or restart one service's event consumers (fault-isolation drills). Its HTTP API and
     everything else keep running; its events wait in its queue."""
@@ -79,7 +126,12 @@ def create_app(platform: Platform, manage_lifecycle: bool = True) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
         description="Food-delivery ordering: order, pay, accept — an order and its payment never disagree.",
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
+    install_openapi(app)
+    install_docs(app)
     app.state.platform = platform
     app.state.services = platform.services
     app.state.tokens = platform.tokens
@@ -92,3 +144,11 @@ def create_app(platform: Platform, manage_lifecycle: bool = True) -> FastAPI:
     app.include_router(ops)
     app.add_middleware(BodySizeLimit, max_bytes=platform.settings.max_body_bytes)
     return app
+
+
+def openapi_text() -> str:
+    """The embedded gateway's OpenAPI document as published in ``docs/openapi.json``
+    (``baedal openapi > docs/openapi.json``): built without starting anything."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        app = create_app(Platform(Settings(data_dir=Path(data_dir))), manage_lifecycle=False)
+        return json.dumps(app.openapi(), indent=2, ensure_ascii=False) + "\n"

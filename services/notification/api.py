@@ -8,15 +8,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from services.deps import CurrentPrincipal
 from services.deps import Notifications as Feed
 from services.notification.feed import Feed as FeedPort
 from services.runtime.auth import Principal, Role, require_admin
 from services.runtime.errors import ApiError
-from services.runtime.web.api import Limit
+from services.runtime.web.api import MAX_INT, Limit, PlainDecimal, SeqHeader, SeqQuery
+from services.runtime.web.openapi import errors, ok
 
 router = APIRouter(tags=["notifications"])
 POLL_S = 0.25
@@ -25,7 +27,32 @@ HEARTBEAT_S = 15.0
 
 Lat = Annotated[float | None, Query(ge=-90, le=90, description="riders: where you are")]
 Lon = Annotated[float | None, Query(ge=-180, le=180, description="riders: where you are")]
-After = Annotated[int, Query(ge=0, description="only notifications after this seq")]
+
+
+class Notification(BaseModel):
+    seq: int
+    id: str
+    order_id: str
+    status: str
+    message: str
+    created_at: str
+
+
+class OutboundMessage(BaseModel):
+    seq: int
+    notification: dict[str, Any]
+    attempts: int
+    sent: bool
+    failed: bool
+    last_error: str | None
+
+
+SSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "One event per notification: `id: <seq>`, `event: notification`, `data: <Notification JSON>`",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 
 
 async def _page(
@@ -40,28 +67,30 @@ async def _page(
     raise ApiError(403, "FORBIDDEN", "admins have no feed of their own")
 
 
-@router.get("/notifications")
+@router.get("/notifications", response_model=None, responses=ok(list[Notification]) | errors(403))
 async def notifications(
-    principal: CurrentPrincipal, feed: Feed, lat: Lat = None, lon: Lon = None, after: After = 0, limit: Limit = 100
+    principal: CurrentPrincipal, feed: Feed, lat: Lat = None, lon: Lon = None, after: SeqQuery = 0, limit: Limit = 100
 ) -> list[dict[str, Any]]:
     """The caller's feed, oldest first: every status change of a customer's orders, new paid orders
     for owners, deliveries ready near a rider."""
     return await _page(feed, principal, lat, lon, after, limit)
 
 
-@router.get("/notifications/stream")
+@router.get("/notifications/stream", response_class=StreamingResponse, responses=SSE | errors(403))
 async def stream(
     request: Request,
     principal: CurrentPrincipal,
     feed: Feed,
     lat: Lat = None,
     lon: Lon = None,
-    after: After = 0,
-    limit: Annotated[int | None, Query(ge=1, description="close after this many events")] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    after: SeqQuery = 0,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_INT, description="close after this many events"), PlainDecimal
+    ] = None,
+    last_event_id: SeqHeader = None,
 ) -> StreamingResponse:
     """The same feed as Server-Sent Events; reconnecting with ``Last-Event-ID`` resumes."""
-    cursor = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    cursor = after if last_event_id is None else last_event_id
     await _page(feed, principal, lat, lon, cursor, 1)  # fail before streaming, with a proper status
 
     async def events() -> AsyncIterator[bytes]:
@@ -85,7 +114,9 @@ async def stream(
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/admin/notifications/outbound", tags=["operations"])
+@router.get(
+    "/admin/notifications/outbound", tags=["operations"], response_model=None, responses=ok(list[OutboundMessage])
+)
 async def outbound(principal: CurrentPrincipal, feed: Feed) -> list[dict[str, Any]]:
     """The outbound channel's record: every message, whether the webhook took it, attempts."""
     require_admin(principal)

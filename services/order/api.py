@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Response
-from pydantic import Field, StrictBool, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from services.catalog import projection
 from services.deps import CurrentPrincipal, Orders
-from services.order.domain import LineRequest, Order, OrderStatus, PlaceOrder
+from services.order.domain import CancelReason, LineRequest, Order, OrderStatus, PlaceOrder
 from services.order.handlers import OrderService
 from services.runtime.auth import Principal, Role, require_admin, require_role
 from services.runtime.errors import ApiError
 from services.runtime.web.api import SAFE_ID, Body, Limit, Offset, PathId
+from services.runtime.web.openapi import errors, ok
+from services.runtime.web.shapes import Menu, RestaurantSummary
 
 router = APIRouter()
 
@@ -31,7 +33,35 @@ class DeliveryIn(Body):
     express: StrictBool = False
 
 
+def _payment_schema(schema: dict[str, Any]) -> None:
+    """The rule of :meth:`PaymentIn._token_goes_with_card`, for the OpenAPI document."""
+    token = {"type": "string", "minLength": 1, "maxLength": 200}
+    schema.pop("properties")
+    schema.pop("required")
+    schema.pop("additionalProperties")  # each alternative says it
+    schema["oneOf"] = [
+        {
+            "title": "WalletPayment",
+            "type": "object",
+            "properties": {"method": {"const": "wallet"}, "card_token": {"type": "null"}},
+            "required": ["method"],
+            "additionalProperties": False,
+        },
+        {
+            "title": "CardPayment",
+            "type": "object",
+            "properties": {"method": {"const": "card"}, "card_token": token},
+            "required": ["method", "card_token"],
+            "additionalProperties": False,
+        },
+    ]
+
+
 class PaymentIn(Body):
+    """``{"method": "wallet"}`` or ``{"method": "card", "card_token": "tok_..."}``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_payment_schema)
+
     method: Literal["wallet", "card"]
     card_token: str | None = Field(None, min_length=1, max_length=200)
 
@@ -48,6 +78,75 @@ class PlaceOrderIn(Body):
     delivery: DeliveryIn
     payment: PaymentIn
     total_price: StrictInt = Field(ge=0, le=1_000_000_000)
+
+
+# --------------------------------------------------------------------------- what the API answers
+# The documented shapes of the answers (docs/openapi.json); the handlers return plain data.
+
+
+class OrderLine(BaseModel):
+    product_id: str
+    name: str
+    quantity: int
+    unit_price: int
+
+
+class OrderDelivery(BaseModel):
+    address: str
+    lat: float
+    lon: float
+    express: bool
+
+
+class OrderPayment(BaseModel):
+    method: Literal["wallet", "card"]
+    status: str = Field(
+        description="the order's copy of its payment's state: PENDING until the payment service answered"
+    )
+
+
+class HistoryEntry(BaseModel):
+    status: OrderStatus
+    at: str
+
+
+class OrderView(BaseModel):
+    """The order view, returned by every order endpoint."""
+
+    id: str
+    customer_id: str
+    restaurant_id: str
+    status: OrderStatus
+    cancel_reason: CancelReason | None
+    items: list[OrderLine]
+    total_price: int
+    delivery: OrderDelivery
+    payment: OrderPayment
+    history: list[HistoryEntry]
+    created_at: str
+    updated_at: str
+
+
+class OrderAuditRow(BaseModel):
+    id: str
+    customer_id: str
+    restaurant_id: str
+    status: OrderStatus
+    total_price: int
+    created_at: str
+    updated_at: str
+    accepted_at: str | None
+
+
+# What a client can do next with the order a POST /orders answered (operation ids are the handlers' names).
+ORDER_OPERATIONS = ("get_order", "cancel_order", "confirm_order", "get_payment")
+TICKET_LINKS = {
+    op: {"restaurant_id": "$response.body#/restaurant_id", "order_id": "$response.body#/id"}
+    for op in ("accept", "reject", "start_cooking", "finish_cooking")
+}
+RESTAURANT_LINKS = {
+    op: {"restaurant_id": "$response.body#/0/id"} for op in ("get_menu", "patch_restaurant", "restaurant_queue")
+}
 
 
 def _not_found(order_id: str) -> ApiError:
@@ -82,7 +181,16 @@ async def _customers_order(orders: OrderService, principal: Principal, order_id:
     return order.id
 
 
-@router.post("/orders", status_code=202, tags=["orders"])
+@router.post(
+    "/orders",
+    status_code=202,
+    tags=["orders"],
+    response_model=None,
+    responses=ok(
+        OrderView, 202, links={op: {"order_id": "$response.body#/id"} for op in ORDER_OPERATIONS} | TICKET_LINKS
+    )
+    | errors(403, 404, 409),
+)
 async def place_order(
     body: PlaceOrderIn,
     principal: CurrentPrincipal,
@@ -107,12 +215,12 @@ async def place_order(
     return order.view()
 
 
-@router.get("/orders/{order_id}", tags=["orders"])
+@router.get("/orders/{order_id}", tags=["orders"], response_model=None, responses=ok(OrderView) | errors(404))
 async def get_order(order_id: PathId, principal: CurrentPrincipal, orders: Orders) -> dict[str, Any]:
     return (await _visible_order(orders, principal, order_id)).view()
 
 
-@router.get("/orders", tags=["orders"])
+@router.get("/orders", tags=["orders"], response_model=None, responses=ok(list[OrderView]) | errors(403))
 async def list_orders(
     principal: CurrentPrincipal,
     orders: Orders,
@@ -136,25 +244,41 @@ async def list_orders(
     raise ApiError(403, "FORBIDDEN", "riders have no order list")
 
 
-@router.post("/orders/{order_id}/cancel", status_code=202, tags=["orders"])
+@router.post(
+    "/orders/{order_id}/cancel",
+    status_code=202,
+    tags=["orders"],
+    response_model=None,
+    responses=ok(OrderView, 202) | errors(403, 404, 409),
+)
 async def cancel_order(order_id: PathId, principal: CurrentPrincipal, orders: Orders) -> dict[str, Any]:
     """Cancel in PENDING, PAID or ACCEPTED; the refund (if paid) follows, then CANCELLED."""
     return (await orders.cancel(await _customers_order(orders, principal, order_id, "cancel"))).view()
 
 
-@router.post("/orders/{order_id}/confirm", status_code=202, tags=["orders"])
+@router.post(
+    "/orders/{order_id}/confirm",
+    status_code=202,
+    tags=["orders"],
+    response_model=None,
+    responses=ok(OrderView, 202) | errors(403, 404, 409),
+)
 async def confirm_order(order_id: PathId, principal: CurrentPrincipal, orders: Orders) -> dict[str, Any]:
     """The customer confirms receipt: DELIVERED → COMPLETED."""
     return (await orders.confirm(await _customers_order(orders, principal, order_id, "confirm"))).view()
 
 
-@router.get("/restaurants", tags=["catalog"])
+@router.get(
+    "/restaurants", tags=["catalog"], response_model=None, responses=ok(list[RestaurantSummary], links=RESTAURANT_LINKS)
+)
 async def list_restaurants(orders: Orders) -> list[dict[str, Any]]:
     entries = [projection.summary(e) for e in await orders.restaurants()]
     return sorted(entries, key=lambda r: (not r["open"], r["id"]))
 
 
-@router.get("/restaurants/{restaurant_id}/menu", tags=["catalog"])
+@router.get(
+    "/restaurants/{restaurant_id}/menu", tags=["catalog"], response_model=None, responses=ok(Menu) | errors(404)
+)
 async def get_menu(restaurant_id: PathId, orders: Orders) -> dict[str, Any]:
     entry = await orders.menu(restaurant_id)
     if entry is None:
@@ -162,7 +286,12 @@ async def get_menu(restaurant_id: PathId, orders: Orders) -> dict[str, Any]:
     return {"restaurant": projection.summary(entry), "items": projection.effective_items(entry)}
 
 
-@router.get("/restaurants/{restaurant_id}/orders", tags=["restaurant owner"])
+@router.get(
+    "/restaurants/{restaurant_id}/orders",
+    tags=["restaurant owner"],
+    response_model=None,
+    responses=ok(list[OrderView]) | errors(403),
+)
 async def restaurant_queue(
     restaurant_id: PathId,
     principal: CurrentPrincipal,
@@ -180,7 +309,7 @@ async def restaurant_queue(
     )
 
 
-@router.get("/admin/audit/orders", tags=["operations"])
+@router.get("/admin/audit/orders", tags=["operations"], response_model=None, responses=ok(list[OrderAuditRow]))
 async def audit_orders(principal: CurrentPrincipal, orders: Orders) -> list[dict[str, Any]]:
     """Every order's audit-relevant fields, read from the aggregates (not the views)."""
     require_admin(principal)

@@ -5,17 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import Field, StrictBool, ValidationError
+from pydantic import BaseModel, Field, StrictBool, ValidationError
 
 from services.catalog import projection
 from services.catalog.manifest import RestaurantResource, describe
 from services.catalog.reconcile import catalog_event
 from services.deps import CurrentPrincipal, Restaurants
-from services.restaurant.domain import Ticket
+from services.restaurant.domain import Ticket, TicketStatus
 from services.restaurant.handlers import RestaurantService
 from services.runtime.auth import Principal, Role, require_admin, require_role
 from services.runtime.errors import ApiError
 from services.runtime.web.api import Body, PathId
+from services.runtime.web.openapi import errors, ok
+from services.runtime.web.shapes import Menu
 
 router = APIRouter()
 
@@ -35,6 +37,35 @@ class MenuItemPatch(Body):
     available: StrictBool
 
 
+class TicketView(BaseModel):
+    order_id: str
+    restaurant_id: str
+    ticket_status: TicketStatus
+
+
+class Applied(BaseModel):
+    restaurant_id: str
+    generation: int
+    changed: bool
+
+
+class Deleted(BaseModel):
+    restaurant_id: str
+    deleted: bool
+
+
+class Published(BaseModel):
+    id: str
+    topic: str
+    restaurant_id: str
+
+
+class TicketAuditRow(BaseModel):
+    order_id: str
+    restaurant_id: str
+    status: TicketStatus
+
+
 async def _require_owner(restaurants: RestaurantService, principal: Principal, restaurant_id: str) -> projection.Entry:
     require_role(principal, Role.OWNER)
     entry = await restaurants.restaurant(restaurant_id)
@@ -49,7 +80,13 @@ def _ticket_view(ticket: Ticket) -> dict[str, Any]:
     return {"order_id": ticket.order_id, "restaurant_id": ticket.restaurant_id, "ticket_status": ticket.status.value}
 
 
-@router.post("/restaurants/{restaurant_id}/orders/{order_id}/accept", status_code=202, tags=["restaurant owner"])
+@router.post(
+    "/restaurants/{restaurant_id}/orders/{order_id}/accept",
+    status_code=202,
+    tags=["restaurant owner"],
+    response_model=None,
+    responses=ok(TicketView, 202) | errors(403, 404, 409),
+)
 async def accept(
     restaurant_id: PathId, order_id: PathId, principal: CurrentPrincipal, restaurants: Restaurants
 ) -> dict[str, Any]:
@@ -57,7 +94,13 @@ async def accept(
     return _ticket_view(await restaurants.accept(restaurant_id, order_id))
 
 
-@router.post("/restaurants/{restaurant_id}/orders/{order_id}/reject", status_code=202, tags=["restaurant owner"])
+@router.post(
+    "/restaurants/{restaurant_id}/orders/{order_id}/reject",
+    status_code=202,
+    tags=["restaurant owner"],
+    response_model=None,
+    responses=ok(TicketView, 202) | errors(403, 404, 409),
+)
 async def reject(
     restaurant_id: PathId,
     order_id: PathId,
@@ -70,7 +113,13 @@ async def reject(
     return _ticket_view(await restaurants.reject(restaurant_id, order_id, reason))
 
 
-@router.post("/restaurants/{restaurant_id}/orders/{order_id}/start-cooking", status_code=202, tags=["restaurant owner"])
+@router.post(
+    "/restaurants/{restaurant_id}/orders/{order_id}/start-cooking",
+    status_code=202,
+    tags=["restaurant owner"],
+    response_model=None,
+    responses=ok(TicketView, 202) | errors(403, 404, 409),
+)
 async def start_cooking(
     restaurant_id: PathId, order_id: PathId, principal: CurrentPrincipal, restaurants: Restaurants
 ) -> dict[str, Any]:
@@ -80,7 +129,11 @@ async def start_cooking(
 
 
 @router.post(
-    "/restaurants/{restaurant_id}/orders/{order_id}/finish-cooking", status_code=202, tags=["restaurant owner"]
+    "/restaurants/{restaurant_id}/orders/{order_id}/finish-cooking",
+    status_code=202,
+    tags=["restaurant owner"],
+    response_model=None,
+    responses=ok(TicketView, 202) | errors(403, 404, 409),
 )
 async def finish_cooking(
     restaurant_id: PathId, order_id: PathId, principal: CurrentPrincipal, restaurants: Restaurants
@@ -94,7 +147,12 @@ def _availability(entry: projection.Entry) -> dict[str, Any]:
     return {"restaurant": projection.summary(entry), "items": projection.effective_items(entry)}
 
 
-@router.patch("/restaurants/{restaurant_id}", tags=["restaurant owner"])
+@router.patch(
+    "/restaurants/{restaurant_id}",
+    tags=["restaurant owner"],
+    response_model=None,
+    responses=ok(Menu) | errors(403, 404),
+)
 async def patch_restaurant(
     restaurant_id: PathId, body: RestaurantPatch, principal: CurrentPrincipal, restaurants: Restaurants
 ) -> dict[str, Any]:
@@ -104,7 +162,12 @@ async def patch_restaurant(
     return _availability(await restaurants.change_availability(restaurant_id, open_=body.open))
 
 
-@router.patch("/restaurants/{restaurant_id}/menu/{product_id}", tags=["restaurant owner"])
+@router.patch(
+    "/restaurants/{restaurant_id}/menu/{product_id}",
+    tags=["restaurant owner"],
+    response_model=None,
+    responses=ok(Menu) | errors(403, 404),
+)
 async def patch_menu_item(
     restaurant_id: PathId,
     product_id: PathId,
@@ -117,7 +180,12 @@ async def patch_menu_item(
     return _availability(entry)
 
 
-@router.post("/admin/restaurants", tags=["operations"])
+@router.post(
+    "/admin/restaurants",
+    tags=["operations"],
+    response_model=None,
+    responses=ok(Applied, links={"delete_manifest": {"restaurant_id": "$response.body#/restaurant_id"}}) | errors(409),
+)
 async def apply_manifest(
     manifest: dict[str, Any], principal: CurrentPrincipal, restaurants: Restaurants
 ) -> dict[str, Any]:
@@ -131,7 +199,12 @@ async def apply_manifest(
     return {"restaurant_id": resource.name, "generation": result["generation"], "changed": result["changed"]}
 
 
-@router.delete("/admin/restaurants/{restaurant_id}", tags=["operations"])
+@router.delete(
+    "/admin/restaurants/{restaurant_id}",
+    tags=["operations"],
+    response_model=None,
+    responses=ok(Deleted) | errors(404, 409),
+)
 async def delete_manifest(
     restaurant_id: PathId, principal: CurrentPrincipal, restaurants: Restaurants
 ) -> dict[str, Any]:
@@ -141,7 +214,9 @@ async def delete_manifest(
     return {"restaurant_id": restaurant_id, "deleted": True}
 
 
-@router.post("/admin/catalog/events", status_code=202, tags=["operations"])
+@router.post(
+    "/admin/catalog/events", status_code=202, tags=["operations"], response_model=None, responses=ok(Published, 202)
+)
 async def publish_catalog_event(
     envelope: dict[str, Any], principal: CurrentPrincipal, restaurants: Restaurants
 ) -> dict[str, Any]:
@@ -158,7 +233,7 @@ async def publish_catalog_event(
     return {"id": event.id, "topic": event.topic, "restaurant_id": event.subject}
 
 
-@router.get("/admin/audit/tickets", tags=["operations"])
+@router.get("/admin/audit/tickets", tags=["operations"], response_model=None, responses=ok(list[TicketAuditRow]))
 async def audit_tickets(principal: CurrentPrincipal, restaurants: Restaurants) -> list[dict[str, Any]]:
     require_admin(principal)
     return [

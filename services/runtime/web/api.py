@@ -4,16 +4,18 @@ readable start-up failures."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.runtime.failures import CouldNotRun
+from services.runtime.web.openapi import errors, ok
 from services.runtime.web.problems import problem
 
 
@@ -26,8 +28,34 @@ class Body(BaseModel):
 # Ids from paths and tokens: printable, bounded (a NUL or a huge key would break the database).
 SAFE_ID = r"^[^\x00-\x1f\x7f/]{1,128}$"
 PathId = Annotated[str, Path(pattern=SAFE_ID)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+
+# THE rule for every integer in a query string or a header: plain ASCII decimal digits (no sign,
+# no spaces, no underscores, no other scripts' digits such as "²"), at most MAX_INT, so that no
+# database (SQLite and PostgreSQL take signed 64-bit) and no JSON client (JavaScript reads 2**53 - 1
+# exactly) ever sees a number it cannot hold; anything else is 422 VALIDATION_ERROR. Even
+# ``offset + limit`` stays far below 64 bits. Use these types (or ``Annotated[int, Query(...), PlainDecimal]``
+# with bounds), never a bare ``int`` parameter. The validator comes after ``Query``/``Header``, so that
+# the bounds reach the OpenAPI document as minimum and maximum.
+MAX_INT = 2**53 - 1
+_DIGITS = 16  # len(str(MAX_INT)); longer strings are refused before being converted
+
+
+def _plain_decimal(value: object) -> object:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit() and len(value) <= _DIGITS):
+        raise ValueError(f"must be a plain decimal integer from 0 to {MAX_INT}")
+    return value
+
+
+PlainDecimal = BeforeValidator(_plain_decimal)
+Limit = Annotated[int, Query(ge=1, le=1000), PlainDecimal]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT), PlainDecimal]
+# A feed sequence number: ``after`` in the query, ``Last-Event-ID`` as a header.
+SeqQuery = Annotated[int, Query(ge=0, le=MAX_INT, description="only notifications after this seq"), PlainDecimal]
+SeqHeader = Annotated[
+    int | None,
+    Header(ge=0, le=MAX_INT, description="resume after this seq (the last `id` received); wins over `after`"),
+    PlainDecimal,
+]
 
 
 class BodySizeLimit:
@@ -101,12 +129,21 @@ class _TooLarge(StarletteHTTPException):
 probes = APIRouter(tags=["operations"])
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    services: dict[str, bool] = Field(description="per service: its storage (and sidecar) answer")
+
+
 @probes.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> Health:
+    return Health(status="ok")
 
 
-@probes.get("/readyz")
+@probes.get("/readyz", response_model=None, responses=ok(Ready) | errors(503))
 async def readyz(request: Request) -> Response:
     services: dict[str, bool] = await request.app.state.platform.ready()
     if all(services.values()):
@@ -114,6 +151,14 @@ async def readyz(request: Request) -> Response:
     return problem(503, "NOT_READY", "some services are not ready", services=services)
 
 
-@probes.get("/metrics")
+METRICS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text exposition format",
+        "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+    }
+}
+
+
+@probes.get("/metrics", response_class=PlainTextResponse, responses=METRICS)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
