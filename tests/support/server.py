@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,11 +20,31 @@ from typing import Any
 
 import httpx
 
+# Ports are chosen below Linux's ephemeral range (32768-60999): a port the kernel hands out for
+# bind(0) can be taken by any outgoing connection (a database client, an HTTP pool) in the moment
+# between choosing it and the server binding it, which failed CI once. Outgoing connections never
+# use these, and no port is handed out twice in one process.
+_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+_next = random.Random(os.getpid()).randrange(len(_PORTS))
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A 127.0.0.1 port nothing listens on, outside the range outgoing connections draw from."""
+    global _next
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_next % len(_PORTS)]
+        _next += 1
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 class Server:
