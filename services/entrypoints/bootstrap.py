@@ -34,6 +34,8 @@ from services.runtime.dapr.paygate import DaprPaymentGateway
 from services.runtime.dapr.sidecar import DaprOutputBinding, Sidecar
 from services.runtime.dapr.state import DIRECTORY_SCHEMA, DaprStateStore, KeyDirectory
 from services.runtime.dapr.subscriber import DaprSubscriber
+from services.runtime.dapr.timers import SCHEMA as TIMERS_SCHEMA
+from services.runtime.dapr.timers import TimerTable
 from services.runtime.embedded.catalog_publisher import EmbeddedCatalogPublisher
 from services.runtime.embedded.chaos import ChaosDelivery
 from services.runtime.embedded.dispatcher import Dispatcher
@@ -216,20 +218,22 @@ class ServiceHost:
         gateway = DaprPaymentGateway(self.sidecar, dapr.paygate_binding, Guard.of(settings))
         channel = DaprOutputBinding(self.sidecar, dapr.notify_binding)
         self.services = FACTORIES[name](Adapters(self.store, self.db, gateway, channel))
-        self.subscriber = DaprSubscriber(name, self.store, dapr.pubsub)
+        self.subscriber = DaprSubscriber(name, self.store, dapr.pubsub, self.sidecar, TimerTable(self.db))
         wire(self.services.hosted()[name], self.subscriber.subscribe, self.subscriber.subscribe_batch)
         self.tokens = token_issuer(settings)
         self.started = False
 
     async def start(self) -> None:
-        await self.db.open([*EXTRA_SCHEMA.get(self.name, ()), *DIRECTORY_SCHEMA])
+        await self.db.open([*EXTRA_SCHEMA.get(self.name, ()), *DIRECTORY_SCHEMA, *TIMERS_SCHEMA])
         with stop_requested() as stop:  # SIGTERM while daprd is not there yet: stop now
             await self.sidecar.connect(stop)
+        self.subscriber.timers.start()
         self.started = True
         log.info("%s is up behind its Dapr sidecar; it reads %s", self.name, ", ".join(self.subscriber.streams()))
 
     async def stop(self) -> None:
         self.started = False
+        await self.subscriber.timers.stop()
         await self.sidecar.close()
         await self.db.database.close()
 

@@ -425,6 +425,27 @@ def check_guard(items: dict[str, Item], key: str, etag: str | None, first_write:
     return None
 
 
+def remove_projections(
+    ops: list[state_v1.TransactionalStateOperation],
+) -> tuple[list[state_v1.TransactionalStateOperation], dict[str, bytes]]:
+    """The outbox projections taken out of a transaction's operations, as daprd 1.18 does it
+    (``PublishInternal`` in ``pkg/runtime/pubsub/outbox.go``): it deletes each projection from the
+    slice it is ranging over (dapr#8659). The element after a removed one is skipped, so a
+    projection right after another stays in the operations (and is stored over its record, and
+    published as an event of its own); when the range reaches past the shrunken slice, daprd panics
+    (IndexError here, with Go's message) and the sidecar exits."""
+    array, length, projections = list(ops), len(ops), {}
+    for i in range(len(array)):
+        op = array[i]
+        if op.operationType == "upsert" and op.request.metadata.get("outbox.projection") == "true":
+            projections[op.request.key] = op.request.value
+            if i + 1 > length:
+                raise IndexError(f"runtime error: slice bounds out of range [{i + 1}:{length}]")
+            array[i : length - 1] = array[i + 1 : length]
+            length -= 1
+    return array[:length], projections
+
+
 class Servicer(dapr_pb2_grpc.DaprServicer):
     """The sidecar's gRPC API for one app."""
 
@@ -510,13 +531,11 @@ class Servicer(dapr_pb2_grpc.DaprServicer):
         outbox = "outboxPublishTopic" in component.metadata
         projections: dict[str, bytes] = {}
         if outbox:
-            projections = {
-                op.request.key: op.request.value for op in ops if op.request.metadata.get("outbox.projection") == "true"
-            }
-            ops = [op for op in ops if op.request.metadata.get("outbox.projection") != "true"]
-            upserts = {op.request.key for op in ops if op.operationType == "upsert"}
-            if not set(projections) <= upserts:
-                raise Abort(grpc.StatusCode.INTERNAL, "outbox projection keys must match the transaction's keys")
+            try:
+                ops, projections = remove_projections(ops)
+            except IndexError as exc:
+                self.fake.warnings.append(f"{self.app_id}: daprd would have crashed: {exc}")
+                raise Abort(grpc.StatusCode.UNAVAILABLE, f"daprd panicked and exited: {exc}") from exc
         staged = dict(items)
         for op in ops:
             first_write = op.request.HasField("options") and op.request.options.concurrency == FIRST_WRITE

@@ -98,23 +98,34 @@ def is_conflict(exc: Exception) -> bool:
 def outbox_operations(
     writes: Sequence[Write], events: Sequence[OutboundEvent], inbox: StateOp | None, event_ttl_s: int, outbox: bool
 ) -> list[StateOp]:
-    """The transaction's operations: the writes (each guarded), the inbox entry, and, when the
-    store has an outbox, one message per upserted key, carrying the events. (Without an outbox
-    daprd would *store* a projection, overwriting the record: so none is sent.)"""
-    ops = [_guarded(write) for write in writes]
+    """The transaction's operations: the writes (each guarded) and the inbox entry, in key order (every
+    transaction takes PostgreSQL's row locks in the same order: no deadlock between two of them),
+    and, when the store has an outbox, one message per upserted key, carrying the events. (Without an
+    outbox daprd would *store* a projection, overwriting the record: so none is sent.)
+
+    Each projection goes right *before* its write. daprd 1.18 removes the projections from the
+    operations while it ranges over them (``outbox.go``, dapr#8659): a projection right after
+    another removed one is skipped (then stored over its record and published as an event of its
+    own), and one at the end of a transaction with two or more makes daprd panic and exit (``slice
+    bounds out of range``). A projection followed by a plain write is always removed; this order
+    works as well with a daprd that removes them correctly."""
+    ops = sorted((_guarded(write) for write in writes), key=lambda op: op.key)
     if inbox is not None:
-        ops.append(inbox)
+        ops = sorted([*ops, inbox], key=lambda op: op.key)
     if not outbox:
         if events:
             raise ValueError("this state store has no outbox: it cannot publish events")
         return ops
     pending = [event.envelope() for event in events]
-    for op in [op for op in ops if op.value is not None]:
-        message = pending.pop(0) if pending else NO_EVENT
-        ops.append(StateOp(op.key, dumps(message).encode(), metadata=PROJECTION))
+    ordered: list[StateOp] = []
+    for op in ops:
+        if op.value is not None:
+            message = pending.pop(0) if pending else NO_EVENT
+            ordered.append(StateOp(op.key, dumps(message).encode(), metadata=PROJECTION))
+        ordered.append(op)
     ttl = {"ttlInSeconds": str(event_ttl_s), "contentType": "application/json"}
-    ops.extend(StateOp(f"event:{envelope['id']}", dumps(envelope).encode(), metadata=ttl) for envelope in pending)
-    return ops
+    ordered.extend(StateOp(f"event:{e['id']}", dumps(e).encode(), metadata=ttl) for e in pending)
+    return ordered
 
 
 def _guarded(write: Write) -> StateOp:
