@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -75,14 +77,16 @@ def webhook(background: Background) -> Iterator[tuple[Webhook, str]]:
 
 @pytest.fixture(scope="session")
 def daprd_cluster(
-    tmp_path_factory: pytest.TempPathFactory, paygate_process: str, webhook: tuple[Webhook, str]
+    request: pytest.FixtureRequest, paygate_process: str, webhook: tuple[Webhook, str]
 ) -> Iterator[DaprdCluster]:
+    """The platform; its logs stay in /tmp/baedal-daprd-* when a test failed (else removed)."""
     if problem := missing_prerequisite():
         if REQUIRE:
             pytest.fail(f"BAEDAL_REQUIRE_DAPRD=1 but {problem}")
         pytest.skip(problem)
+    base = Path(tempfile.mkdtemp(prefix="baedal-daprd-"))
     cluster = DaprdCluster(
-        tmp_path_factory.mktemp("daprd"),
+        base,
         binding_urls={"paygate": paygate_process, "notify": webhook[1]},
         # The card gateway's in-process breaker, quick enough for a test to see it open and close.
         extra_env={"BAEDAL_PAYGATE_FAILURE_THRESHOLD": "3", "BAEDAL_PAYGATE_RECOVERY_S": "3"},
@@ -94,6 +98,10 @@ def daprd_cluster(
         yield cluster
     finally:
         cluster.stop()
+        if request.session.testsfailed:
+            print(f"\nthe sidecars' and apps' logs: {cluster.logs}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 class DaprdApi(Api):
@@ -120,7 +128,8 @@ class DaprdApi(Api):
             if not busy and not waiting:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"not settled after {timeout:.0f} s: orders in flight {busy[:5]}, {waiting}")
+                details = {k: self.cluster.pending(k.rsplit("/", 1)[0], k.rsplit("/", 1)[1]) for k in waiting}
+                raise AssertionError(f"not settled after {timeout:.0f} s: orders in flight {busy[:5]}, {details}")
             await asyncio.sleep(0.2)
 
     def dead_letters(self) -> dict[str, int]:

@@ -585,6 +585,19 @@ class DaprdCluster:
         finally:
             conn.close()
 
+    def pending(self, stream: str, group: str, count: int = 5) -> list[str]:
+        """What a consumer group holds unacknowledged: id, idle time, deliveries, the start of the message."""
+        conn = Resp(self.data.redis_db)
+        try:
+            found = []
+            for message_id, _, idle_ms, deliveries in conn.command("XPENDING", stream, group, "-", "+", str(count)):
+                entries = conn.command("XRANGE", stream, message_id, message_id)
+                body = str(entries[0][1])[:300] if entries else "(gone)"
+                found.append(f"{message_id} idle {idle_ms / 1000:.0f} s, delivered {deliveries}x: {body}")
+            return found
+        finally:
+            conn.close()
+
     def pg(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.data.pg_url, autocommit=True) as conn:
             return list(conn.execute(sql, params).fetchall())

@@ -97,7 +97,7 @@ def load_components(path: Path = COMPONENTS) -> dict[str, Component]:
 @dataclass
 class Item:
     value: bytes
-    etag: int
+    etag: str
     expires_at: float | None = None
 
 
@@ -405,24 +405,33 @@ class FakeDapr:
             del items[key]
         return component, items
 
-    def next_etag(self) -> int:
+    def next_etag(self) -> str:
+        """PostgreSQL v2 ETags are random UUIDs."""
         self._etag += 1
-        return self._etag
+        return str(uuid.UUID(int=self._random.getrandbits(128)))
 
 
 def _etag_of(item: common_pb2.StateItem | state_v1.DeleteStateRequest) -> str | None:
     return item.etag.value if item.HasField("etag") and item.etag.value else None
 
 
-def check_guard(items: dict[str, Item], key: str, etag: str | None, first_write: bool) -> str | None:
-    """Why this write's guard fails, or None."""
+def check_guard(items: dict[str, Item], key: str, etag: str | None, first_write: bool) -> tuple[bool, str] | None:
+    """Why this write's guard fails, as PostgreSQL v2 says it, or None: (is an ETag error, text).
+    A stale ETag is an ETag error ("possible etag mismatch"); a first write on a key that exists is
+    not: the store's upsert changes no row and it answers a plain "no item was updated"."""
     current = items.get(key)
     if etag is not None:
-        if current is None or str(current.etag) != etag:
-            return f"possible etag mismatch on key {key}"
+        if current is None or current.etag != etag:
+            return True, "possible etag mismatch. error from state store: <nil>"
     elif first_write and current is not None:
-        return f"possible etag mismatch: first-write on existing key {key}"
+        return False, "no item was updated"
     return None
+
+
+def check_key(key: str) -> None:
+    """daprd stores ``<app id>||<key>`` and refuses keys containing its separator."""
+    if "||" in key:
+        raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"input key/keyPrefix '{key}' can't contain '||'")
 
 
 def remove_projections(
@@ -462,20 +471,23 @@ class Servicer(dapr_pb2_grpc.DaprServicer):
     async def GetState(self, request: state_v1.GetStateRequest, context: Any) -> state_v1.GetStateResponse:
         async def get() -> state_v1.GetStateResponse:
             _, items = self.fake.store(self.app_id, request.store_name)
+            check_key(request.key)
             item = items.get(request.key)
             if item is None:
                 return state_v1.GetStateResponse()
-            return state_v1.GetStateResponse(data=item.value, etag=str(item.etag))
+            return state_v1.GetStateResponse(data=item.value, etag=item.etag)
 
         return await self._guarded(context, get)  # type: ignore[no-any-return]
 
     async def GetBulkState(self, request: state_v1.GetBulkStateRequest, context: Any) -> state_v1.GetBulkStateResponse:
         async def get() -> state_v1.GetBulkStateResponse:
             _, items = self.fake.store(self.app_id, request.store_name)
+            for key in request.keys:
+                check_key(key)
             found = [(key, items.get(key)) for key in request.keys]
             return state_v1.GetBulkStateResponse(
                 items=[
-                    state_v1.BulkStateItem(key=key, data=item.value, etag=str(item.etag))
+                    state_v1.BulkStateItem(key=key, data=item.value, etag=item.etag)
                     if item
                     else state_v1.BulkStateItem(key=key)
                     for key, item in found
@@ -489,10 +501,12 @@ class Servicer(dapr_pb2_grpc.DaprServicer):
             async with self.fake.lock:
                 _, items = self.fake.store(self.app_id, request.store_name)
                 for state in request.states:  # one by one, like daprd's bulk save: not atomic
+                    check_key(state.key)
                     first_write = state.HasField("options") and state.options.concurrency == FIRST_WRITE
                     problem = check_guard(items, state.key, _etag_of(state), first_write)
-                    if problem:
-                        raise Abort(grpc.StatusCode.ABORTED, f"failed saving state in state store: {problem}")
+                    if problem:  # daprd: ABORTED for an ETag error, INTERNAL for any other
+                        code = grpc.StatusCode.ABORTED if problem[0] else grpc.StatusCode.INTERNAL
+                        raise Abort(code, f"failed saving state in state store {request.store_name}: {problem[1]}")
                     items[state.key] = Item(state.value, self.fake.next_etag(), _expiry(state.metadata))
             return empty_pb2.Empty()
 
@@ -502,9 +516,10 @@ class Servicer(dapr_pb2_grpc.DaprServicer):
         async def delete() -> empty_pb2.Empty:
             async with self.fake.lock:
                 _, items = self.fake.store(self.app_id, request.store_name)
+                check_key(request.key)
                 problem = check_guard(items, request.key, _etag_of(request), False)
                 if problem:
-                    raise Abort(grpc.StatusCode.ABORTED, f"failed deleting state with key {request.key}: {problem}")
+                    raise Abort(grpc.StatusCode.ABORTED, f"failed deleting state with key {request.key}: {problem[1]}")
                 items.pop(request.key, None)
             return empty_pb2.Empty()
 
@@ -516,7 +531,18 @@ class Servicer(dapr_pb2_grpc.DaprServicer):
         async def execute() -> empty_pb2.Empty:
             async with self.fake.lock:
                 component, items = self.fake.store(self.app_id, request.storeName)
-                messages = self._commit(component, items, list(request.operations))
+                for op in request.operations:
+                    check_key(op.request.key)
+                try:
+                    messages = self._commit(component, items, list(request.operations))
+                except Abort as exc:
+                    if "outboxPublishTopic" in component.metadata and exc.code == grpc.StatusCode.INTERNAL:
+                        self.fake.warnings.append(
+                            f"{self.app_id}: a transaction on {component.name}, a store with daprd's outbox, failed"
+                            f" ({exc.message}): daprd 1.18 had already published its messages internally and"
+                            " would poll for the missing marker without end, a worker and a CPU core gone"
+                        )
+                    raise
             pubsub, topic = component.metadata.get("outboxPublishPubsub"), component.metadata.get("outboxPublishTopic")
             for value in messages:  # after the commit; each late by its own random delay: unordered
                 assert pubsub and topic
@@ -541,10 +567,7 @@ class Servicer(dapr_pb2_grpc.DaprServicer):
             first_write = op.request.HasField("options") and op.request.options.concurrency == FIRST_WRITE
             problem = check_guard(staged, op.request.key, _etag_of(op.request), first_write)
             if problem:
-                raise Abort(
-                    grpc.StatusCode.INTERNAL,
-                    f"error while executing state transaction: {problem}. error from state store: etag mismatch",
-                )
+                raise Abort(grpc.StatusCode.INTERNAL, f"error while executing state transaction: {problem[1]}")
             if op.operationType == "delete":
                 staged.pop(op.request.key, None)
             elif op.operationType == "upsert":
