@@ -33,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -223,6 +224,9 @@ class Proc:
         self.starts = 0
 
     def start(self) -> None:
+        # The child dies with the thread that started it (PR_SET_PDEATHSIG is per thread): a child
+        # started from asyncio.to_thread would get SIGTERM when the executor's thread ends.
+        assert threading.current_thread() is threading.main_thread(), f"start {self.name} from the main thread"
         assert not self.alive, f"{self.name} is already running"
         self.starts += 1
         with self.log_path.open("ab") as log:

@@ -179,10 +179,10 @@ class DaprStateStore:
         try:
             await self._sidecar.client.execute_guarded_transaction(self._store, operations)
         except (DaprGrpcError, DaprInternalError) as exc:
-            if envelopes:
+            if not is_conflict(exc):  # the sidecar went away mid-call, say: it may have committed,
+                raise  # so the outbox rows stay for the sweep (which forgets them if it did not)
+            if envelopes:  # a failed guard: nothing was written
                 await self.outbox.forget([e["id"] for e in envelopes])
-            if not is_conflict(exc):
-                raise
             if delivery is not None and inbox is not None and await self.get(delivery.inbox_key) is not None:
                 raise AlreadyHandled(delivery.event_id) from exc
             raise ConcurrencyConflict(str(exc)) from exc
