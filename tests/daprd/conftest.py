@@ -145,7 +145,8 @@ class DaprdApi(Api):
         await self.settle()
         report = await self.audit(stuck_after_s=0.0)
         assert report["ok"], report["violations"]
-        assert not self.dead_letters(), f"dead letters: {self.dead_letters()}"
+        expected = self.cluster.expected_dead_letters
+        assert self.dead_letters() == expected, f"dead letters: {self.dead_letters()}, on purpose: {expected}"
         return report
 
 

@@ -377,6 +377,8 @@ class DaprdCluster:
         self.log_level = log_level
         self.names = list(apps)
         self.apps: dict[str, App] = {}
+        # What scenarios put on dead-letter topics on purpose (topic → messages since the start).
+        self.expected_dead_letters: dict[str, int] = {}
         self.resources = base / "resources"
         self.config = base / "config.yaml"
         self.logs = base / "logs"
@@ -419,6 +421,10 @@ class DaprdCluster:
         ]  # fmt: skip
         if name in SERVICE_MODULES:
             command += ["--app-port", str(ports.app), "--app-channel-address", "127.0.0.1", "--app-protocol", "http"]
+            # An app that stops answering /healthz is unsubscribed until it answers again (as in
+            # dapr.yaml): its messages wait for it rather than use up their retries.
+            command += ["--enable-app-health-check", "--app-health-check-path", "/healthz"]
+            command += ["--app-health-probe-interval", "1", "--app-health-threshold", "2"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "BAEDAL_", "APP_"))}
         return Proc(f"daprd-{name}", command, env, self.logs / f"daprd-{name}.log")
 
