@@ -424,7 +424,8 @@ class DaprdCluster:
             # An app that stops answering /healthz is unsubscribed until it answers again (as in
             # dapr.yaml): its messages wait for it rather than use up their retries.
             command += ["--enable-app-health-check", "--app-health-check-path", "/healthz"]
-            command += ["--app-health-probe-interval", "1", "--app-health-threshold", "2"]
+            command += ["--app-health-probe-interval", "1", "--app-health-probe-timeout", "1000"]
+            command += ["--app-health-threshold", "2"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "BAEDAL_", "APP_"))}
         return Proc(f"daprd-{name}", command, env, self.logs / f"daprd-{name}.log")
 
