@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LINTED := services tests scripts
 
-.PHONY: up test services lint typecheck check bench clean daprd
+.PHONY: up test services lint typecheck check bench clean daprd e2e-dapr
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ bench: $(STAMP)  ## the throughput benchmark (see docs/benchmarks.md)
 # see docs/dapr.md, "Building daprd". BAEDAL_ENGINES_DIR moves the cache.
 daprd:  ## build the Dapr sidecar from source (first time: many minutes), reused afterwards
 	nice -n 19 $(PYTHON) scripts/build_engine.py daprd
+
+# Every service, the gateway and the operator each behind its own real daprd, on Redis and PostgreSQL
+# (tests/daprd; docs/dapr.md, "End to end on daprd"). Builds daprd first when it is not built yet.
+e2e-dapr: $(STAMP)  ## the end-to-end suite on real Dapr sidecars
+	$(MAKE) services
+	$(MAKE) daprd
+	BAEDAL_REQUIRE_DAPRD=1 $(BIN)/pytest -m daprd tests/daprd $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .baedal .pytest_cache .mypy_cache .ruff_cache

@@ -89,7 +89,6 @@ def cluster(
         SERVICES,
         binding_urls={"paygate": paygate_process, "notify": webhook[1]},
         duplicate_rate=0.2,  # at least once: a fifth of the deliveries come twice
-        max_attempts=100_000,  # resiliency's `deliveries` policy retries without end (timers wait)
     )
     cluster.start()
     try:

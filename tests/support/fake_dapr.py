@@ -6,17 +6,25 @@ invocation) on another. Sidecars share the brokers and the state stores, like da
 sharing Redis and PostgreSQL. It reads ``components/`` like daprd: a component is usable only by the
 apps in its ``scopes``, and pub/sub ``publishingScopes``/``subscriptionScopes`` are enforced.
 
-Faithful on what Baedal relies on (a fake must agree with the real engine on all of this):
-- state: ETags change on every write; a mismatch is ``ABORTED`` on SaveState/DeleteState and
-  ``INTERNAL`` "possible etag mismatch" on ExecuteStateTransaction; first-write with no ETag on an
-  existing key fails; transactions are atomic; ``ttlInSeconds`` expires keys;
-- the outbox: every upsert of a committed transaction is published (its ``outbox.projection``
-  instead, when given) only after the commit, at least once, after a random delay, unordered;
-- pub/sub: reads each app's ``GET /dapr/subscribe`` and POSTs ``application/cloudevents+json``;
-  2xx without a status is SUCCESS, RETRY or another non-2xx is retried with backoff, DROP or a 404
-  goes to the dead-letter topic; messages published before a subscription exists wait for it
-  (Redis Streams consumer groups); ``duplicate_rate`` redelivers successes too;
+Faithful on what Baedal relies on, as daprd 1.18.2 with PostgreSQL v2 and Redis Streams behaves
+(tests/daprd checks the real one; docs/dapr.md lists where the two differed):
+- state: ETags are random UUIDs and change on every write; a stale one is ``ABORTED`` on
+  SaveState/DeleteState and ``INTERNAL`` "possible etag mismatch" on ExecuteStateTransaction; a
+  first write on an existing key is ``INTERNAL`` "no item was updated" (not an ETag error);
+  transactions are atomic; ``ttlInSeconds`` expires keys; a key containing ``||`` is refused;
+- daprd's own outbox (``outboxPublishTopic``; Baedal no longer uses it): every upsert of a committed
+  transaction is published (its ``outbox.projection`` instead), after the commit, late, unordered;
+  projections are removed from the operations the way daprd does (skipping one after another and
+  panicking at the end: ``remove_projections``), and a failed transaction on such a store is a
+  warning (daprd would poll for its marker forever);
+- pub/sub: reads each app's ``GET /dapr/subscribe`` and POSTs ``application/cloudevents+json``,
+  our CloudEvents with daprd's fields added (``cloudevent``); 2xx without a status is SUCCESS,
+  RETRY or another non-2xx is retried with backoff as many times as resiliency.yaml's inbound
+  policy says, then dead-lettered; DROP or a 404 goes to the dead-letter topic at once; messages
+  published before a subscription exists wait for it (Redis Streams consumer groups);
+  ``duplicate_rate`` redelivers successes too;
 - output bindings of type ``bindings.http``: a real HTTP call to the component's URL.
+Not modelled: resiliency's timeouts and breakers, app health checks, Redis' processingTimeout.
 """
 
 from __future__ import annotations
@@ -94,6 +102,19 @@ def load_components(path: Path = COMPONENTS) -> dict[str, Component]:
     return components
 
 
+def inbound_retries(path: Path, component: str) -> int:
+    """``maxRetries`` of the retry policy resiliency.yaml applies to deliveries from ``component``
+    (-1, without end, becomes a large number)."""
+    for file in sorted(path.glob("*.yaml")):
+        for doc in yaml.safe_load_all(file.read_text()):
+            if doc and doc.get("kind") == "Resiliency":
+                policy = doc["spec"]["targets"]["components"].get(component, {}).get("inbound", {}).get("retry")
+                if policy:
+                    retries = int(doc["spec"]["policies"]["retries"][policy].get("maxRetries", -1))
+                    return 1_000_000 if retries < 0 else retries
+    return 0
+
+
 @dataclass
 class Item:
     value: bytes
@@ -144,14 +165,15 @@ class FakeDapr:
         binding_urls: dict[str, str] | None = None,
         outbox_delay_s: tuple[float, float] = (0.0, 0.05),
         retry_backoff_s: tuple[float, float] = (0.05, 1.0),
-        max_attempts: int = 50,
+        max_attempts: int | None = None,
         duplicate_rate: float = 0.0,
     ) -> None:
         self.components = load_components(components)
         self.binding_urls = binding_urls or {}
         self.outbox_delay_s = outbox_delay_s
         self.retry_backoff_s = retry_backoff_s
-        self.max_attempts = max_attempts
+        # daprd: one delivery, then resiliency's inbound retries of the pub/sub (components/).
+        self.max_attempts = max_attempts or inbound_retries(components, "pubsub") + 1
         self.duplicate_rate = duplicate_rate
         self.sidecars: dict[str, Sidecar] = {}
         self.stores: dict[str, dict[str, Item]] = defaultdict(dict)
@@ -326,8 +348,16 @@ class FakeDapr:
 
     def cloudevent(self, app_id: str, pubsub: str, topic: str, data: bytes, content_type: str) -> dict[str, Any]:
         if content_type.startswith("application/cloudevents+json"):
+            # As daprd's FromCloudEvent: the event is kept, ``time`` and ``source`` filled in when
+            # missing, the trace fields set unless it has a ``traceid`` (then traceparent too is
+            # daprd's), ``topic`` and ``pubsubname`` always daprd's.
             event: dict[str, Any] = orjson.loads(data)
-            event.setdefault("traceparent", f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01")
+            event.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            if "traceid" not in event:
+                trace = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+                event |= {"traceid": trace, "traceparent": trace}
+            event.setdefault("tracestate", "")
+            event.setdefault("source", "Dapr")
             return event | {"topic": topic, "pubsubname": pubsub}
         if content_type.startswith("application/json") or not content_type:
             try:
