@@ -270,6 +270,11 @@ class Proc:
 # ---------------------------------------------------------------------------------------- the run's data
 
 
+CLAIM = "baedal-e2e-claim"  # the run that uses a Redis database
+ALIVE = "baedal-e2e-alive"  # expires: a claim without it is a killed run's
+CLAIM_TTL_S = 3600
+
+
 class RunData:
     """The run's own PostgreSQL database and Redis database, dropped at the end."""
 
@@ -292,8 +297,12 @@ class RunData:
             conn.execute(f'CREATE DATABASE "{self.pg_database}"')
         for db in range(1, 16):  # an empty Redis database, claimed with a marker so no other run takes it
             if redis_command("DBSIZE", db=db) != 0:
-                continue
-            if redis_command("SET", "baedal-e2e-claim", self._claim, "NX", db=db) == "OK":
+                if redis_command("EXISTS", CLAIM, db=db) and not redis_command("EXISTS", ALIVE, db=db):
+                    redis_command("FLUSHDB", db=db)  # left by a run that was killed over an hour ago
+                else:
+                    continue
+            if redis_command("SET", CLAIM, self._claim, "NX", db=db) == "OK":
+                redis_command("SET", ALIVE, "1", "EX", str(CLAIM_TTL_S), db=db)
                 self.redis_db = db
                 return
         raise RuntimeError("no empty Redis database (1–15) left for this run")
@@ -421,9 +430,10 @@ class DaprdCluster:
         ]  # fmt: skip
         if name in SERVICE_MODULES:
             command += ["--app-port", str(ports.app), "--app-channel-address", "127.0.0.1", "--app-protocol", "http"]
-            # An app that stops answering /healthz is unsubscribed until it answers again (as in
-            # dapr.yaml): its messages wait for it rather than use up their retries.
-            command += ["--enable-app-health-check", "--app-health-check-path", "/healthz"]
+            # An app that is not ready (/readyz: it cannot reach its database or its sidecar) is
+            # unsubscribed until it is again (as in dapr.yaml): its messages wait for it rather
+            # than use up their retries and end on the dead-letter topic.
+            command += ["--enable-app-health-check", "--app-health-check-path", "/readyz"]
             command += ["--app-health-probe-interval", "1", "--app-health-probe-timeout", "1000"]
             command += ["--app-health-threshold", "2"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "BAEDAL_", "APP_"))}
