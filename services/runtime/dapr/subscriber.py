@@ -1,6 +1,6 @@
 """Pub/sub on Dapr: the service's subscriptions as Dapr subscriptions, handler outcomes as Dapr's.
 
-Every service publishes all its events on one topic (its state store's outbox topic, see
+Every service publishes all its events on one topic (its stream, see
 :func:`services.topics.stream_of`), so the service subscribes once per publishing service
 (``DaprApp``, each with the service's dead-letter topic) and routes each event here, by its type,
 to every consumer of that kind (the routing rules of :class:`~services.runtime.ports.Subscription`).
@@ -8,11 +8,11 @@ to every consumer of that kind (the routing rules of :class:`~services.runtime.p
 Outcomes follow Dapr's contract: ``SUCCESS`` when every consumer is done (or the message is not for
 this service), ``{"status": "RETRY"}`` when a consumer failed, and ``{"status": "DROP"}`` for a
 poison message: daprd moves it to the dead-letter topic. A timer event that arrives before its
-``deliverat`` (the outbox cannot delay a message) is kept in the service's own database and
+``deliverat`` (pub/sub cannot delay a message) is kept in the service's own database and
 answered SUCCESS; :mod:`services.runtime.dapr.timers` runs it when it is due.
 
-Deduplication is on the business event id inside the envelope (Dapr's own CloudEvent ``id`` is the
-outbox's marker): single-event consumers keep an inbox entry in the same transaction as their state
+Deduplication is on the business event id inside the envelope (in the older form, the envelope as
+the ``data`` of daprd's outbox message, Dapr's CloudEvent ``id`` was its marker): single-event consumers keep an inbox entry in the same transaction as their state
 change; batch consumers (projections) are idempotent on their own.
 """
 
