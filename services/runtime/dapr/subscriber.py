@@ -12,8 +12,9 @@ poison message: daprd moves it to the dead-letter topic. A timer event that arri
 answered SUCCESS; :mod:`services.runtime.dapr.timers` runs it when it is due.
 
 Deduplication is on the business event id inside the envelope (in the older form, the envelope as
-the ``data`` of daprd's outbox message, Dapr's CloudEvent ``id`` was its marker): single-event consumers keep an inbox entry in the same transaction as their state
-change; batch consumers (projections) are idempotent on their own.
+the ``data`` of daprd's outbox message, Dapr's CloudEvent ``id`` was its marker): single-event
+consumers keep an inbox entry in the same transaction as their state change; batch consumers
+(projections) are idempotent on their own.
 """
 
 from __future__ import annotations
