@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LINTED := services tests scripts loadtest
 
-.PHONY: up test services lint typecheck check bench loadtest clean daprd chart-test kube-apiserver e2e-k8s openapi
+.PHONY: up test services lint typecheck check bench loadtest clean daprd chart-test kube-apiserver e2e-k8s openapi e2e-dapr
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,13 @@ kube-apiserver:  ## build kube-apiserver and etcd from source (first time: many 
 # The CRD and the operator against a real kube-apiserver + etcd (tests/kube); builds them first.
 e2e-k8s: $(STAMP) kube-apiserver  ## the operator against a real Kubernetes API server
 	BAEDAL_REQUIRE_KUBE=1 $(BIN)/pytest -q tests/kube $(PYTEST_ARGS)
+
+# Every service, the gateway and the operator each behind its own real daprd, on Redis and PostgreSQL
+# (tests/daprd; docs/dapr.md, "End to end on daprd"). Builds daprd first when it is not built yet.
+e2e-dapr: $(STAMP)  ## the end-to-end suite on real Dapr sidecars
+	$(MAKE) services
+	$(MAKE) daprd
+	BAEDAL_REQUIRE_DAPRD=1 $(BIN)/pytest -m daprd tests/daprd $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .baedal .pytest_cache .mypy_cache .ruff_cache

@@ -29,7 +29,7 @@ TICKET_READY = "ticket.ready"
 DELIVERY_STATUS_CHANGED = "delivery.status-changed"
 
 # The service that publishes each kind of event (by the topic's first part). Each service's events
-# share one stream, its Dapr outbox topic; subscribers pick theirs by the event type.
+# share one stream on Dapr (``stream_of``); subscribers pick theirs by the event type.
 PUBLISHERS = {
     "order": "order",
     "payment": "payment",

@@ -30,10 +30,14 @@ from services.restaurant_operator.config import OperatorConfig
 from services.restaurant_operator.publisher import CatalogPublisher
 from services.runtime.auth import TokenIssuer, admin_tokens, load_or_create_secret
 from services.runtime.dapr.catalog_publisher import DaprCatalogPublisher
+from services.runtime.dapr.outbox import SCHEMA as OUTBOX_SCHEMA
+from services.runtime.dapr.outbox import OutboxRelay
 from services.runtime.dapr.paygate import DaprPaymentGateway
 from services.runtime.dapr.sidecar import DaprOutputBinding, Sidecar
 from services.runtime.dapr.state import DIRECTORY_SCHEMA, DaprStateStore, KeyDirectory
 from services.runtime.dapr.subscriber import DaprSubscriber
+from services.runtime.dapr.timers import SCHEMA as TIMERS_SCHEMA
+from services.runtime.dapr.timers import TimerTable
 from services.runtime.embedded.catalog_publisher import EmbeddedCatalogPublisher
 from services.runtime.embedded.chaos import ChaosDelivery
 from services.runtime.embedded.dispatcher import Dispatcher
@@ -51,6 +55,7 @@ from services.runtime.sql.notification_feed import SCHEMA as FEED_SCHEMA
 from services.runtime.sql.notification_feed import SqlFeed
 from services.runtime.sql.order_views import SCHEMA as ORDER_VIEW_SCHEMA
 from services.runtime.sql.order_views import SqlOrderViews
+from services.topics import PUBLISHERS, stream_of
 
 log = logging.getLogger("baedal")
 
@@ -212,24 +217,32 @@ class ServiceHost:
         dapr = settings.dapr
         self.sidecar = Sidecar(dapr.sidecar_timeout_s)
         self.db = ServiceDb(name, make_database(settings, name))
-        self.store = DaprStateStore(self.sidecar, name, dapr.store_of(name), KeyDirectory(self.db), dapr.retention_s)
+        stream = stream_of(name) if name in PUBLISHERS.values() else None
+        outbox = OutboxRelay(self.sidecar, dapr.store_of(name), dapr.pubsub, stream, self.db)
+        self.store = DaprStateStore(
+            self.sidecar, name, dapr.store_of(name), KeyDirectory(self.db), outbox, dapr.retention_s
+        )
         gateway = DaprPaymentGateway(self.sidecar, dapr.paygate_binding, Guard.of(settings))
         channel = DaprOutputBinding(self.sidecar, dapr.notify_binding)
         self.services = FACTORIES[name](Adapters(self.store, self.db, gateway, channel))
-        self.subscriber = DaprSubscriber(name, self.store, dapr.pubsub)
+        self.subscriber = DaprSubscriber(name, self.store, dapr.pubsub, self.sidecar, TimerTable(self.db))
         wire(self.services.hosted()[name], self.subscriber.subscribe, self.subscriber.subscribe_batch)
         self.tokens = token_issuer(settings)
         self.started = False
 
     async def start(self) -> None:
-        await self.db.open([*EXTRA_SCHEMA.get(self.name, ()), *DIRECTORY_SCHEMA])
+        await self.db.open([*EXTRA_SCHEMA.get(self.name, ()), *DIRECTORY_SCHEMA, *OUTBOX_SCHEMA, *TIMERS_SCHEMA])
         with stop_requested() as stop:  # SIGTERM while daprd is not there yet: stop now
             await self.sidecar.connect(stop)
+        self.store.outbox.start()
+        self.subscriber.timers.start()
         self.started = True
         log.info("%s is up behind its Dapr sidecar; it reads %s", self.name, ", ".join(self.subscriber.streams()))
 
     async def stop(self) -> None:
         self.started = False
+        await self.subscriber.timers.stop()
+        await self.store.outbox.stop()
         await self.sidecar.close()
         await self.db.database.close()
 

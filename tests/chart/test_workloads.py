@@ -10,9 +10,11 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 
 from services.entrypoints.cli import DEFAULT_PORTS, Process
 from services.runtime.settings import Settings
+from tests.support import ROOT
 from tests.support.chart import (
     CHART,
     NAMESPACE,
@@ -65,6 +67,11 @@ def test_the_default_ports_are_those_baedal_serve_uses() -> None:
         assert int(args[args.index("--port") + 1]) == DEFAULT_PORTS[Process(process)]
 
 
+def self_hosted_health_check() -> dict[str, Any]:
+    common: dict[str, Any] = yaml.safe_load((ROOT / "dapr.yaml").read_text())["common"]
+    return common
+
+
 def test_dapr_annotations_are_complete_and_known_to_daprd() -> None:
     known = known_dapr_annotations()
     docs = objects("defaults")
@@ -82,8 +89,12 @@ def test_dapr_annotations_are_complete_and_known_to_daprd() -> None:
         config = annotations["dapr.io/config"]
         assert named(docs, "Configuration", config)
         if app_id(workload) in PROCESSES:
-            assert annotations["dapr.io/enable-app-health-check"] == "true"
-            assert annotations["dapr.io/app-health-check-path"] == "/healthz"
+            health = self_hosted_health_check()  # the same checks as self-hosted (dapr.yaml)
+            assert annotations["dapr.io/enable-app-health-check"] == str(health["enableAppHealthCheck"]).lower()
+            assert annotations["dapr.io/app-health-check-path"] == health["appHealthCheckPath"]
+            assert annotations["dapr.io/app-health-probe-interval"] == str(health["appHealthProbeInterval"])
+            assert annotations["dapr.io/app-health-probe-timeout"] == str(health["appHealthProbeTimeout"])
+            assert annotations["dapr.io/app-health-threshold"] == str(health["appHealthThreshold"])
             grace = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
             assert int(annotations["dapr.io/graceful-shutdown-seconds"]) < grace, "daprd stops before the kubelet kills"
 

@@ -46,9 +46,11 @@ def test_every_yaml_file_parses_into_known_dapr_kinds() -> None:
             assert doc["metadata"]["name"], path
 
 
-def test_each_service_sees_exactly_its_state_store_and_the_outbox_publishes_its_stream(
+def test_each_service_sees_exactly_its_state_store_and_none_uses_daprds_outbox(
     components: dict[str, Component],
 ) -> None:
+    """Each service relays its own outbox keys (services/runtime/dapr/outbox.py): daprd 1.18's
+    transactional outbox must not be configured (it spins forever after a failed transaction)."""
     settings = Settings()
     stores = {name: c for name, c in components.items() if c.type.startswith("state.")}
     assert set(stores) == {settings.dapr.store_of(s) for s in SERVICES}
@@ -56,12 +58,16 @@ def test_each_service_sees_exactly_its_state_store_and_the_outbox_publishes_its_
         store = stores[settings.dapr.store_of(service)]
         assert (store.type, store.scopes) == ("state.postgresql", [service])
         assert components[store.name].metadata.get("tablePrefix") == f"{service}_"
-        if service in PUBLISHING:
-            assert store.metadata["outboxPublishPubsub"] == settings.dapr.pubsub
-            assert store.metadata["outboxPublishTopic"] == stream_of(service)
-            assert service in components[store.metadata["outboxPubsub"]].scopes
-        else:
-            assert "outboxPublishTopic" not in store.metadata
+        assert not {k for k in store.metadata if k.startswith("outbox")}, store.name
+
+
+def test_state_stores_are_not_retried_by_the_sidecar() -> None:
+    """daprd's retries cannot tell a failed ETag guard from a network fault: a conflict must reach
+    the app at once (it retries from a fresh read), not after seconds of doomed retries."""
+    resiliency = next(doc for doc in documents(ROOT / "components" / "resiliency.yaml"))
+    targets = resiliency["spec"]["targets"]["components"]
+    for service in SERVICES:
+        assert "retry" not in targets[Settings().dapr.store_of(service)]["outbound"], service
 
 
 def test_bindings_are_scoped_to_the_services_that_invoke_them(components: dict[str, Component]) -> None:
@@ -107,7 +113,8 @@ def test_resiliency_targets_declared_components_and_policies(components: dict[st
             for kind, policy in direction.items():
                 plural = {"timeout": "timeouts", "retry": "retries", "circuitBreaker": "circuitBreakers"}[kind]
                 assert policy in policies[plural], (name, kind, policy)
-    assert "circuitBreaker" in resiliency["spec"]["targets"]["components"]["paygate"]["outbound"]
+    # One breaker in front of the card gateway: the payment service's own (see resiliency.yaml).
+    assert "circuitBreaker" not in resiliency["spec"]["targets"]["components"]["paygate"]["outbound"]
 
 
 def test_the_multi_app_run_file_starts_every_service_on_its_own_app_module() -> None:

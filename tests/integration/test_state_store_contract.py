@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from services.runtime.dapr.outbox import SCHEMA as OUTBOX_SCHEMA
+from services.runtime.dapr.outbox import OutboxRelay
 from services.runtime.dapr.state import DIRECTORY_SCHEMA, DaprStateStore, KeyDirectory
 from services.runtime.embedded.storage import ServiceDb, SqlStateStore
 from services.runtime.memory import MemoryStateStore
@@ -58,9 +60,10 @@ async def store(
         fake.start()
         sidecar = await connect(fake, "order", monkeypatch)
         db = ServiceDb("order", SqliteDatabase(tmp_path / "order.db"))
-        await db.open(DIRECTORY_SCHEMA)
+        await db.open([*DIRECTORY_SCHEMA, *OUTBOX_SCHEMA])
+        outbox = OutboxRelay(sidecar, "order-state", "pubsub", "order-events", db)
         try:
-            yield DaprStateStore(sidecar, "order", "order-state", KeyDirectory(db))
+            yield DaprStateStore(sidecar, "order", "order-state", KeyDirectory(db), outbox)
         finally:
             await sidecar.close()
             await db.database.close()

@@ -6,17 +6,25 @@ invocation) on another. Sidecars share the brokers and the state stores, like da
 sharing Redis and PostgreSQL. It reads ``components/`` like daprd: a component is usable only by the
 apps in its ``scopes``, and pub/sub ``publishingScopes``/``subscriptionScopes`` are enforced.
 
-Faithful on what Baedal relies on (a fake must agree with the real engine on all of this):
-- state: ETags change on every write; a mismatch is ``ABORTED`` on SaveState/DeleteState and
-  ``INTERNAL`` "possible etag mismatch" on ExecuteStateTransaction; first-write with no ETag on an
-  existing key fails; transactions are atomic; ``ttlInSeconds`` expires keys;
-- the outbox: every upsert of a committed transaction is published (its ``outbox.projection``
-  instead, when given) only after the commit, at least once, after a random delay, unordered;
-- pub/sub: reads each app's ``GET /dapr/subscribe`` and POSTs ``application/cloudevents+json``;
-  2xx without a status is SUCCESS, RETRY or another non-2xx is retried with backoff, DROP or a 404
-  goes to the dead-letter topic; messages published before a subscription exists wait for it
-  (Redis Streams consumer groups); ``duplicate_rate`` redelivers successes too;
+Faithful on what Baedal relies on, as daprd 1.18.2 with PostgreSQL v2 and Redis Streams behaves
+(tests/daprd checks the real one; docs/dapr.md lists where the two differed):
+- state: ETags are random UUIDs and change on every write; a stale one is ``ABORTED`` on
+  SaveState/DeleteState and ``INTERNAL`` "possible etag mismatch" on ExecuteStateTransaction; a
+  first write on an existing key is ``INTERNAL`` "no item was updated" (not an ETag error);
+  transactions are atomic; ``ttlInSeconds`` expires keys; a key containing ``||`` is refused;
+- daprd's own outbox (``outboxPublishTopic``; Baedal no longer uses it): every upsert of a committed
+  transaction is published (its ``outbox.projection`` instead), after the commit, late, unordered;
+  projections are removed from the operations the way daprd does (skipping one after another and
+  panicking at the end: ``remove_projections``), and a failed transaction on such a store is a
+  warning (daprd would poll for its marker forever);
+- pub/sub: reads each app's ``GET /dapr/subscribe`` and POSTs ``application/cloudevents+json``,
+  our CloudEvents with daprd's fields added (``cloudevent``); 2xx without a status is SUCCESS,
+  RETRY or another non-2xx is retried with backoff as many times as resiliency.yaml's inbound
+  policy says, then dead-lettered; DROP or a 404 goes to the dead-letter topic at once; messages
+  published before a subscription exists wait for it (Redis Streams consumer groups);
+  ``duplicate_rate`` redelivers successes too;
 - output bindings of type ``bindings.http``: a real HTTP call to the component's URL.
+Not modelled: resiliency's timeouts and breakers, app health checks, Redis' processingTimeout.
 """
 
 from __future__ import annotations
@@ -94,10 +102,23 @@ def load_components(path: Path = COMPONENTS) -> dict[str, Component]:
     return components
 
 
+def inbound_retries(path: Path, component: str) -> int:
+    """``maxRetries`` of the retry policy resiliency.yaml applies to deliveries from ``component``
+    (-1, without end, becomes a large number)."""
+    for file in sorted(path.glob("*.yaml")):
+        for doc in yaml.safe_load_all(file.read_text()):
+            if doc and doc.get("kind") == "Resiliency":
+                policy = doc["spec"]["targets"]["components"].get(component, {}).get("inbound", {}).get("retry")
+                if policy:
+                    retries = int(doc["spec"]["policies"]["retries"][policy].get("maxRetries", -1))
+                    return 1_000_000 if retries < 0 else retries
+    return 0
+
+
 @dataclass
 class Item:
     value: bytes
-    etag: int
+    etag: str
     expires_at: float | None = None
 
 
@@ -144,14 +165,15 @@ class FakeDapr:
         binding_urls: dict[str, str] | None = None,
         outbox_delay_s: tuple[float, float] = (0.0, 0.05),
         retry_backoff_s: tuple[float, float] = (0.05, 1.0),
-        max_attempts: int = 50,
+        max_attempts: int | None = None,
         duplicate_rate: float = 0.0,
     ) -> None:
         self.components = load_components(components)
         self.binding_urls = binding_urls or {}
         self.outbox_delay_s = outbox_delay_s
         self.retry_backoff_s = retry_backoff_s
-        self.max_attempts = max_attempts
+        # daprd: one delivery, then resiliency's inbound retries of the pub/sub (components/).
+        self.max_attempts = max_attempts or inbound_retries(components, "pubsub") + 1
         self.duplicate_rate = duplicate_rate
         self.sidecars: dict[str, Sidecar] = {}
         self.stores: dict[str, dict[str, Item]] = defaultdict(dict)
@@ -326,8 +348,16 @@ class FakeDapr:
 
     def cloudevent(self, app_id: str, pubsub: str, topic: str, data: bytes, content_type: str) -> dict[str, Any]:
         if content_type.startswith("application/cloudevents+json"):
+            # As daprd's FromCloudEvent: the event is kept, ``time`` and ``source`` filled in when
+            # missing, the trace fields set unless it has a ``traceid`` (then traceparent too is
+            # daprd's), ``topic`` and ``pubsubname`` always daprd's.
             event: dict[str, Any] = orjson.loads(data)
-            event.setdefault("traceparent", f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01")
+            event.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            if "traceid" not in event:
+                trace = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+                event |= {"traceid": trace, "traceparent": trace}
+            event.setdefault("tracestate", "")
+            event.setdefault("source", "Dapr")
             return event | {"topic": topic, "pubsubname": pubsub}
         if content_type.startswith("application/json") or not content_type:
             try:
@@ -405,24 +435,54 @@ class FakeDapr:
             del items[key]
         return component, items
 
-    def next_etag(self) -> int:
+    def next_etag(self) -> str:
+        """PostgreSQL v2 ETags are random UUIDs."""
         self._etag += 1
-        return self._etag
+        return str(uuid.UUID(int=self._random.getrandbits(128)))
 
 
 def _etag_of(item: common_pb2.StateItem | state_v1.DeleteStateRequest) -> str | None:
     return item.etag.value if item.HasField("etag") and item.etag.value else None
 
 
-def check_guard(items: dict[str, Item], key: str, etag: str | None, first_write: bool) -> str | None:
-    """Why this write's guard fails, or None."""
+def check_guard(items: dict[str, Item], key: str, etag: str | None, first_write: bool) -> tuple[bool, str] | None:
+    """Why this write's guard fails, as PostgreSQL v2 says it, or None: (is an ETag error, text).
+    A stale ETag is an ETag error ("possible etag mismatch"); a first write on a key that exists is
+    not: the store's upsert changes no row and it answers a plain "no item was updated"."""
     current = items.get(key)
     if etag is not None:
-        if current is None or str(current.etag) != etag:
-            return f"possible etag mismatch on key {key}"
+        if current is None or current.etag != etag:
+            return True, "possible etag mismatch. error from state store: <nil>"
     elif first_write and current is not None:
-        return f"possible etag mismatch: first-write on existing key {key}"
+        return False, "no item was updated"
     return None
+
+
+def check_key(key: str) -> None:
+    """daprd stores ``<app id>||<key>`` and refuses keys containing its separator."""
+    if "||" in key:
+        raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"input key/keyPrefix '{key}' can't contain '||'")
+
+
+def remove_projections(
+    ops: list[state_v1.TransactionalStateOperation],
+) -> tuple[list[state_v1.TransactionalStateOperation], dict[str, bytes]]:
+    """The outbox projections taken out of a transaction's operations, as daprd 1.18 does it
+    (``PublishInternal`` in ``pkg/runtime/pubsub/outbox.go``): it deletes each projection from the
+    slice it is ranging over (dapr#8659). The element after a removed one is skipped, so a
+    projection right after another stays in the operations (and is stored over its record, and
+    published as an event of its own); when the range reaches past the shrunken slice, daprd panics
+    (IndexError here, with Go's message) and the sidecar exits."""
+    array, length, projections = list(ops), len(ops), {}
+    for i in range(len(array)):
+        op = array[i]
+        if op.operationType == "upsert" and op.request.metadata.get("outbox.projection") == "true":
+            projections[op.request.key] = op.request.value
+            if i + 1 > length:
+                raise IndexError(f"runtime error: slice bounds out of range [{i + 1}:{length}]")
+            array[i : length - 1] = array[i + 1 : length]
+            length -= 1
+    return array[:length], projections
 
 
 class Servicer(dapr_pb2_grpc.DaprServicer):
@@ -441,20 +501,23 @@ class Servicer(dapr_pb2_grpc.DaprServicer):
     async def GetState(self, request: state_v1.GetStateRequest, context: Any) -> state_v1.GetStateResponse:
         async def get() -> state_v1.GetStateResponse:
             _, items = self.fake.store(self.app_id, request.store_name)
+            check_key(request.key)
             item = items.get(request.key)
             if item is None:
                 return state_v1.GetStateResponse()
-            return state_v1.GetStateResponse(data=item.value, etag=str(item.etag))
+            return state_v1.GetStateResponse(data=item.value, etag=item.etag)
 
         return await self._guarded(context, get)  # type: ignore[no-any-return]
 
     async def GetBulkState(self, request: state_v1.GetBulkStateRequest, context: Any) -> state_v1.GetBulkStateResponse:
         async def get() -> state_v1.GetBulkStateResponse:
             _, items = self.fake.store(self.app_id, request.store_name)
+            for key in request.keys:
+                check_key(key)
             found = [(key, items.get(key)) for key in request.keys]
             return state_v1.GetBulkStateResponse(
                 items=[
-                    state_v1.BulkStateItem(key=key, data=item.value, etag=str(item.etag))
+                    state_v1.BulkStateItem(key=key, data=item.value, etag=item.etag)
                     if item
                     else state_v1.BulkStateItem(key=key)
                     for key, item in found
@@ -468,10 +531,12 @@ class Servicer(dapr_pb2_grpc.DaprServicer):
             async with self.fake.lock:
                 _, items = self.fake.store(self.app_id, request.store_name)
                 for state in request.states:  # one by one, like daprd's bulk save: not atomic
+                    check_key(state.key)
                     first_write = state.HasField("options") and state.options.concurrency == FIRST_WRITE
                     problem = check_guard(items, state.key, _etag_of(state), first_write)
-                    if problem:
-                        raise Abort(grpc.StatusCode.ABORTED, f"failed saving state in state store: {problem}")
+                    if problem:  # daprd: ABORTED for an ETag error, INTERNAL for any other
+                        code = grpc.StatusCode.ABORTED if problem[0] else grpc.StatusCode.INTERNAL
+                        raise Abort(code, f"failed saving state in state store {request.store_name}: {problem[1]}")
                     items[state.key] = Item(state.value, self.fake.next_etag(), _expiry(state.metadata))
             return empty_pb2.Empty()
 
@@ -481,9 +546,10 @@ class Servicer(dapr_pb2_grpc.DaprServicer):
         async def delete() -> empty_pb2.Empty:
             async with self.fake.lock:
                 _, items = self.fake.store(self.app_id, request.store_name)
+                check_key(request.key)
                 problem = check_guard(items, request.key, _etag_of(request), False)
                 if problem:
-                    raise Abort(grpc.StatusCode.ABORTED, f"failed deleting state with key {request.key}: {problem}")
+                    raise Abort(grpc.StatusCode.ABORTED, f"failed deleting state with key {request.key}: {problem[1]}")
                 items.pop(request.key, None)
             return empty_pb2.Empty()
 
@@ -495,7 +561,18 @@ class Servicer(dapr_pb2_grpc.DaprServicer):
         async def execute() -> empty_pb2.Empty:
             async with self.fake.lock:
                 component, items = self.fake.store(self.app_id, request.storeName)
-                messages = self._commit(component, items, list(request.operations))
+                for op in request.operations:
+                    check_key(op.request.key)
+                try:
+                    messages = self._commit(component, items, list(request.operations))
+                except Abort as exc:
+                    if "outboxPublishTopic" in component.metadata and exc.code == grpc.StatusCode.INTERNAL:
+                        self.fake.warnings.append(
+                            f"{self.app_id}: a transaction on {component.name}, a store with daprd's outbox, failed"
+                            f" ({exc.message}): daprd 1.18 had already published its messages internally and"
+                            " would poll for the missing marker without end, a worker and a CPU core gone"
+                        )
+                    raise
             pubsub, topic = component.metadata.get("outboxPublishPubsub"), component.metadata.get("outboxPublishTopic")
             for value in messages:  # after the commit; each late by its own random delay: unordered
                 assert pubsub and topic
@@ -510,22 +587,17 @@ class Servicer(dapr_pb2_grpc.DaprServicer):
         outbox = "outboxPublishTopic" in component.metadata
         projections: dict[str, bytes] = {}
         if outbox:
-            projections = {
-                op.request.key: op.request.value for op in ops if op.request.metadata.get("outbox.projection") == "true"
-            }
-            ops = [op for op in ops if op.request.metadata.get("outbox.projection") != "true"]
-            upserts = {op.request.key for op in ops if op.operationType == "upsert"}
-            if not set(projections) <= upserts:
-                raise Abort(grpc.StatusCode.INTERNAL, "outbox projection keys must match the transaction's keys")
+            try:
+                ops, projections = remove_projections(ops)
+            except IndexError as exc:
+                self.fake.warnings.append(f"{self.app_id}: daprd would have crashed: {exc}")
+                raise Abort(grpc.StatusCode.UNAVAILABLE, f"daprd panicked and exited: {exc}") from exc
         staged = dict(items)
         for op in ops:
             first_write = op.request.HasField("options") and op.request.options.concurrency == FIRST_WRITE
             problem = check_guard(staged, op.request.key, _etag_of(op.request), first_write)
             if problem:
-                raise Abort(
-                    grpc.StatusCode.INTERNAL,
-                    f"error while executing state transaction: {problem}. error from state store: etag mismatch",
-                )
+                raise Abort(grpc.StatusCode.INTERNAL, f"error while executing state transaction: {problem[1]}")
             if op.operationType == "delete":
                 staged.pop(op.request.key, None)
             elif op.operationType == "upsert":

@@ -1,18 +1,20 @@
 """Pub/sub on Dapr: the service's subscriptions as Dapr subscriptions, handler outcomes as Dapr's.
 
-Every service publishes all its events on one topic (its state store's outbox topic, see
+Every service publishes all its events on one topic (its stream, see
 :func:`services.topics.stream_of`), so the service subscribes once per publishing service
 (``DaprApp``, each with the service's dead-letter topic) and routes each event here, by its type,
 to every consumer of that kind (the routing rules of :class:`~services.runtime.ports.Subscription`).
 
 Outcomes follow Dapr's contract: ``SUCCESS`` when every consumer is done (or the message is not for
-this service), ``{"status": "RETRY"}`` when a consumer failed (or a timer is not due yet: the outbox
-cannot delay a message, so a timer event is redelivered until its ``deliverat``), and
-``{"status": "DROP"}`` for a poison message: daprd moves it to the dead-letter topic.
+this service), ``{"status": "RETRY"}`` when a consumer failed, and ``{"status": "DROP"}`` for a
+poison message: daprd moves it to the dead-letter topic. A timer event that arrives before its
+``deliverat`` (pub/sub cannot delay a message) is kept in the service's own database and
+answered SUCCESS; :mod:`services.runtime.dapr.timers` runs it when it is due.
 
-Deduplication is on the business event id inside the envelope (Dapr's own CloudEvent ``id`` is the
-outbox's marker): single-event consumers keep an inbox entry in the same transaction as their state
-change; batch consumers (projections) are idempotent on their own.
+Deduplication is on the business event id inside the envelope (in the older form, the envelope as
+the ``data`` of daprd's outbox message, Dapr's CloudEvent ``id`` was its marker): single-event
+consumers keep an inbox entry in the same transaction as their state change; batch consumers
+(projections) are idempotent on their own.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from dapr.ext.fastapi import DaprApp
 from fastapi import FastAPI, Request, Response
 
 from services.runtime.clock import epoch
+from services.runtime.dapr.sidecar import CLOUDEVENTS_JSON, Sidecar
 from services.runtime.dapr.state import CURRENT_DELIVERY, NO_EVENT, AlreadyHandled, DaprStateStore, Delivery
-from services.runtime.events import TYPE_PREFIX, Event, loads
+from services.runtime.dapr.timers import TimerLoop, TimerTable
+from services.runtime.events import TYPE_PREFIX, Event, dumps, loads
 from services.runtime.metrics import HANDLED
 from services.runtime.ports import BatchHandler, Consumer, DropEvent, Handler, Subscription
 from services.topics import dead_letters_of, publisher_of, stream_of
@@ -64,11 +68,13 @@ def unwrap(message: Any) -> dict[str, Any] | None:
 
 
 class DaprSubscriber:
-    def __init__(self, service: str, store: DaprStateStore, pubsub: str) -> None:
+    def __init__(self, service: str, store: DaprStateStore, pubsub: str, sidecar: Sidecar, timers: TimerTable) -> None:
         self.service = service
         self.pubsub = pubsub
         self._store = store
+        self._sidecar = sidecar
         self._by_topic: dict[str, list[Consumer]] = defaultdict(list)
+        self.timers = TimerLoop(timers, self._fire, self._dead_letter, service)
 
     def subscribe(self, subscription: Subscription, handler: Handler) -> None:
         self._by_topic[subscription.topic].append(Consumer(self.service, subscription, handler=handler))
@@ -105,7 +111,7 @@ class DaprSubscriber:
             if envelope is None:
                 return Outcome.SUCCESS
             event = Event.from_envelope(envelope)
-            consumers = [c for c in self._by_topic.get(event.topic, ()) if _wants(c.subscription, event)]
+            consumers = self._consumers(event)
         except (ValueError, KeyError, TypeError) as exc:  # a routing rule cannot read the data either
             log.warning("%s: dropping a malformed message: %r", self.service, exc)
             HANDLED.labels(self.service, "-", "dead_letter").inc()
@@ -113,12 +119,46 @@ class DaprSubscriber:
         if not consumers:
             return Outcome.SUCCESS
         if event.deliver_at is not None and event.deliver_at > epoch():
-            return Outcome.RETRY  # a timer not due yet: the broker redelivers it
+            try:  # a timer not due yet: kept until then (not answered RETRY: see timers.py)
+                await self.timers.table.schedule(event.id, event.deliver_at, envelope)
+            except Exception as exc:
+                log.warning("%s: could not keep timer %s (%s), retry: %r", self.service, event.id, event.topic, exc)
+                return Outcome.RETRY
+            self.timers.kick()
+            return Outcome.SUCCESS
+        return await self._dispatch(consumers, event)
+
+    def _consumers(self, event: Event) -> list[Consumer]:
+        return [c for c in self._by_topic.get(event.topic, ()) if _wants(c.subscription, event)]
+
+    async def _dispatch(self, consumers: list[Consumer], event: Event) -> Outcome:
         outcomes = {await self._run(consumer, event) for consumer in consumers}
         for outcome in (Outcome.RETRY, Outcome.DROP):
             if outcome in outcomes:
                 return outcome
         return Outcome.SUCCESS
+
+    async def _fire(self, envelope: dict[str, Any]) -> str:
+        """A kept timer, now due."""
+        try:
+            event = Event.from_envelope(envelope)
+        except (ValueError, KeyError, TypeError):
+            return Outcome.DROP.value
+        return (await self._dispatch(self._consumers(event), event)).value
+
+    async def _dead_letter(self, envelope: dict[str, Any], reason: str) -> None:
+        """A timer given up on goes where daprd puts this service's dead letters."""
+        log.error(
+            "%s: timer %s (%s) to the dead-letter topic: %s",
+            self.service,
+            envelope.get("id"),
+            envelope.get("type"),
+            reason,
+        )
+        HANDLED.labels(self.service, "-", "dead_letter").inc()
+        await self._sidecar.client.publish_event(
+            self.pubsub, dead_letters_of(self.service), dumps(envelope), data_content_type=CLOUDEVENTS_JSON
+        )
 
     async def _run(self, consumer: Consumer, event: Event) -> Outcome:
         name = consumer.subscription.consumer
