@@ -16,10 +16,11 @@ from services.restaurant_operator import crd
 from services.restaurant_operator.status import synced_condition
 from tests.daprd.conftest import Background, DaprdApi, wait_menu
 from tests.operator.test_operator import _kubeconfig
-from tests.support.daprd import DaprdCluster, Proc, low_port, wait_for
+from tests.support.daprd import DaprdCluster, Proc, wait_for
 from tests.support.kube_emulator import KubeEmulator, kube_cluster
 from tests.support.manifests import manifest
 from tests.support.platform import eventually
+from tests.support.server import free_port
 
 NAMESPACE = "default"
 PATH = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{NAMESPACE}/{crd.PLURAL}"
@@ -40,7 +41,7 @@ def operator(daprd_cluster: DaprdCluster, kube: KubeEmulator) -> Iterator[tuple[
     """``baedal operator`` with the operator's sidecar; up once it watches Restaurants."""
     base = daprd_cluster.base
     kubeconfig = _kubeconfig(base / "kubeconfig", str(kube.url).rstrip("/"))
-    liveness = f"http://127.0.0.1:{low_port()}/healthz"
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
     env = daprd_cluster.app_env("operator", daprd_cluster.apps["operator"].ports) | {"KUBECONFIG": str(kubeconfig)}
     command = [sys.executable, "-m", "services", "operator", "-n", NAMESPACE, "--liveness", liveness]
     process = Proc("operator", command, env, daprd_cluster.logs / "operator.log")

@@ -27,7 +27,6 @@ import contextlib
 import functools
 import importlib.util
 import os
-import random
 import secrets
 import signal
 import socket
@@ -48,6 +47,7 @@ import yaml
 from services.runtime.auth import TokenIssuer
 from services.runtime.process import spawn_child
 from tests.support import ROOT
+from tests.support.server import free_port
 
 COMPONENTS = ROOT / "components"
 CONFIGURATION = COMPONENTS / "config" / "configuration.yaml"
@@ -181,32 +181,13 @@ def missing_prerequisite() -> str | None:
 # ---------------------------------------------------------------------------------------- ports
 
 
-_taken: set[int] = set()
-
-
-def low_port() -> int:
-    """A free port on 127.0.0.1 below Linux's ephemeral range, never handed out twice here."""
-    for _ in range(1000):
-        port = random.randrange(20000, 32000)
-        if port in _taken:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _taken.add(port)
-        return port
-    raise RuntimeError("no free port in 20000–32000")
-
-
 @dataclass
 class Ports:
-    app: int = field(default_factory=low_port)
-    http: int = field(default_factory=low_port)
-    grpc: int = field(default_factory=low_port)
-    internal: int = field(default_factory=low_port)
-    metrics: int = field(default_factory=low_port)
+    app: int = field(default_factory=free_port)
+    http: int = field(default_factory=free_port)
+    grpc: int = field(default_factory=free_port)
+    internal: int = field(default_factory=free_port)
+    metrics: int = field(default_factory=free_port)
 
 
 # ---------------------------------------------------------------------------------------- processes
