@@ -425,6 +425,12 @@ def bench(
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="with --url: that platform's data dir")] = None,
     customers: Annotated[int, typer.Option(help="funded customers")] = 200,
+    underfunded: Annotated[
+        float, typer.Option(min=0, max=1, help="share of customers funded with half of what their orders cost")
+    ] = 0.0,
+    menu_readers: Annotated[
+        int, typer.Option(min=0, help="clients reading restaurant menus while the orders are placed")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON result")] = False,
 ) -> None:
     """Throughput/latency benchmark: place orders over HTTP, wait until settled, audit."""
@@ -438,6 +444,8 @@ def bench(
         url=url,
         data_dir=data_dir,
         customers=customers,
+        underfunded=underfunded,
+        menu_readers=menu_readers,
         quiet=as_json,
     )
     result = asyncio.run(run_bench(config))

@@ -1,8 +1,10 @@
 """``baedal bench``: throughput and latency of the order saga, driven over HTTP like real clients.
 
 Starts a fresh platform in its own process (or drives one at ``--url``), loads an auto-accept
-catalog, funds customers, places orders with bounded concurrency, waits until every saga has
-settled, then runs the consistency audit. What the figures mean: docs/benchmarks.md.
+catalog, funds customers (some of them, with ``--underfunded``, too little), places orders with
+bounded concurrency (closed loop) or on a schedule (open loop) while ``--menu-readers`` clients read
+menus, waits until every saga has settled, then runs the consistency audit, and reports the CPU each
+process group used. What the figures mean: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -44,6 +47,10 @@ EXPRESS_FEE = 5000
 
 # CANCELLING too: with auto-accept nothing should cancel, but if something does it is not settled.
 IN_FLIGHT = frozenset({"PENDING", "PAID", "CANCELLING"})
+# With auto-accept restaurants, an order is only cancelled when its payment is refused.
+REFUSED = "CANCELLED"
+# An underfunded customer's wallet gets this share of what their orders cost.
+UNDERFUNDED_SHARE = 0.5
 READY_TIMEOUT_S = 60.0
 CATALOG_TIMEOUT_S = 30.0
 SETTLE_TIMEOUT_S = 300.0
@@ -53,6 +60,8 @@ LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 Say = Callable[[str], None]
 Rows = list[dict[str, Any]]
+# Called with the order's index and the perf_counter time it was due to start.
+Job = Callable[[int, float], Awaitable[None]]
 
 
 class BenchError(CouldNotRun):
@@ -71,6 +80,15 @@ class BenchConfig:
     # Open loop: start orders at this many per second, as customers would, whatever the latency;
     # None: closed loop, each of ``concurrency`` clients sends its next order when one returns.
     rate: float | None = None
+    # This share of the customers (0..1) gets only UNDERFUNDED_SHARE of what their orders cost.
+    underfunded: float = 0.0
+    # Clients reading GET /restaurants/{id}/menu back to back for the whole placement phase.
+    menu_readers: int = 0
+
+    @property
+    def underfunded_customers(self) -> int:
+        share = round(self.customers * self.underfunded)
+        return max(share, 1) if self.underfunded > 0 else 0
 
 
 @dataclass
@@ -85,7 +103,10 @@ class Target:
 
 @dataclass
 class Placement:
+    # From the time each order was due (open loop: start + i / rate) until its 202.
     latencies_ms: list[float] = field(default_factory=list)
+    # From the time its request was actually sent until its 202.
+    service_ms: list[float] = field(default_factory=list)
     order_ids: set[str] = field(default_factory=set)
     failures: Counter[str] = field(default_factory=Counter)
     rss_mb_samples: list[float | None] = field(default_factory=list)
@@ -94,6 +115,37 @@ class Placement:
     @property
     def errors(self) -> int:
         return sum(self.failures.values())
+
+
+@dataclass
+class MenuReads:
+    """What the ``--menu-readers`` clients saw while the orders were being placed."""
+
+    readers: int
+    latencies_ms: list[float] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    wall_s: float = 0.0
+
+    def figures(self) -> dict[str, Any]:
+        reads = len(self.latencies_ms)
+        return {
+            "readers": self.readers,
+            "reads": reads,
+            "reads_per_s": round(reads / self.wall_s, 1) if self.wall_s > 0 else None,
+            "latency_ms": _percentiles(self.latencies_ms),
+            "errors": sum(self.failures.values()),
+        }
+
+
+@dataclass
+class Run:
+    """Everything a run measured, before it becomes figures."""
+
+    placement: Placement
+    menu: MenuReads | None
+    rows: Rows
+    violations: int
+    cpu: dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------ entry point
@@ -105,12 +157,14 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
     say = _reporter(config.quiet)
     if config.orders < 1 or config.concurrency < 1 or config.customers < 1:
         raise BenchError("--orders, --concurrency and --customers must be at least 1")
+    if not 0 <= config.underfunded <= 1 or config.menu_readers < 0:
+        raise BenchError("--underfunded must be between 0 and 1, and --menu-readers at least 0")
     async with _platform(config, say) as target:
-        placement, rows, violations = await _drive(config, target, say)
-    return _result(config, target, placement, rows, violations)
+        run = await _drive(config, target, say)
+    return _result(config, target, run)
 
 
-async def _drive(config: BenchConfig, target: Target, say: Say) -> tuple[Placement, Rows, int]:
+async def _drive(config: BenchConfig, target: Target, say: Say) -> Run:
     tokens = TokenIssuer(load_secret(target.data_dir))  # created by the platform: a new one would not do
     customers = [f"bench-c{i}" for i in range(config.customers)]
     auth = {c: {"Authorization": f"Bearer {tokens.issue(Role.CUSTOMER, c)}"} for c in customers}
@@ -124,15 +178,18 @@ async def _drive(config: BenchConfig, target: Target, say: Say) -> tuple[Placeme
     async with httpx.AsyncClient(base_url=target.url, headers=admin, limits=limits, timeout=120.0) as client:
         await _load_catalog(client, say)
         await _fund(client, config, customers, auth, say)
-        cpu_before = CpuSnapshot.take(target.pid)
-        placement = await _place(target.url, config, customers, auth, target.pid, say)
+        postgres = config.database_url is not None
+        cpu_before = CpuSnapshot.take(target.pid, postgres)
+        async with _menu_readers(target.url, config.menu_readers) as menu:
+            placement = await _place(target.url, config, customers, auth, target.pid, say)
         rows = await _settle(client, placement.order_ids, say)
-        say(CpuSnapshot.take(target.pid).report(cpu_before, config.orders))
+        cpu = CpuSnapshot.take(target.pid, postgres).figures(cpu_before, config.orders)
+        say(_cpu_line(cpu))
         say("auditing")
         report = await audit(client)
     for violation in report["violations"][:10]:
         say(f"violation: {violation}")
-    return placement, rows, len(report["violations"])
+    return Run(placement, menu, rows, len(report["violations"]), cpu)
 
 
 # ------------------------------------------------------------------------------------ the platform
@@ -258,42 +315,130 @@ def _proc_mb(pid: int | None, key: str) -> float | None:
 
 
 @dataclass(frozen=True)
-class CpuSnapshot:
-    """CPU seconds used so far by the server, by this process, and by the whole machine. The bench
-    shares the cores with the server (and with anything else running), so all three matter."""
+class ProcessStat:
+    """One line of /proc/<pid>/stat: its parent, its name, and the CPU seconds it and its reaped
+    children have used so far (a worker that exits between two snapshots is still counted)."""
 
-    server: float | None
+    ppid: int
+    comm: str
+    cpu_s: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """CPU seconds used so far by a group of processes, and how many there were."""
+
+    cpu_s: float
+    processes: int
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far by the server's process tree, by this process (the bench client), by
+    PostgreSQL (every ``postgres`` process) and by the whole machine, at a wall-clock time. The bench
+    shares the cores with all of them (and with anything else running), so all of them matter."""
+
+    at: float
+    server: Group | None
     client: float
+    postgres: Group | None
     machine: float | None
 
     @classmethod
-    def take(cls, pid: int | None) -> CpuSnapshot:
-        return cls(_process_cpu_s(pid), time.process_time(), _machine_busy_s())
+    def take(cls, pid: int | None, postgres: bool) -> CpuSnapshot:
+        table = _process_table()
+        tree = _tree(table, pid) if pid in table else set()
+        server = _group(table, tree) if tree else None
+        others = {p for p, stat in table.items() if stat.comm == "postgres"} - tree
+        pg = _group(table, others) if postgres and others else None
+        return cls(time.perf_counter(), server, time.process_time(), pg, _machine_busy_s())
 
-    def report(self, before: CpuSnapshot, orders: int) -> str:
-        def part(name: str, now: float | None, then: float | None) -> str | None:
-            if now is None or then is None:
-                return None
-            return f"{name} {now - then:.1f}s ({(now - then) / orders * 1000:.2f} ms/order)"
+    def figures(self, before: CpuSnapshot, orders: int) -> dict[str, Any]:
+        """Per group between ``before`` and now: CPU seconds, their share of the wall time (1.0 is one
+        full core) and per order; "other" is the machine's busy time minus every group above."""
+        wall = self.at - before.at
+        server = _spent(self.server, before.server)
+        postgres = _spent(self.postgres, before.postgres)
+        client = self.client - before.client
+        figures: dict[str, Any] = {"wall_s": round(wall, 1), "cores": os.cpu_count()}
+        figures["server"] = _usage(server, wall, orders)
+        figures["client"] = _usage(Group(client, 1), wall, orders)
+        figures["postgres"] = _usage(postgres, wall, orders)
+        if self.machine is not None and before.machine is not None:
+            known = client + sum(g.cpu_s for g in (server, postgres) if g)
+            figures["other"] = _usage(Group(max(self.machine - before.machine - known, 0.0), 0), wall, orders)
+        else:
+            figures["other"] = None
+        return figures
 
-        parts = [part("server", self.server, before.server), part("bench client", self.client, before.client)]
-        if None not in (self.machine, before.machine, self.server, before.server):
-            ours = (self.server or 0) - (before.server or 0) + self.client - before.client
-            others = (self.machine or 0) - (before.machine or 0) - ours
-            parts.append(f"everything else {max(others, 0.0):.1f}s")
-        return "CPU used while placing and until settled: " + ", ".join(p for p in parts if p)
 
-
-def _process_cpu_s(pid: int | None) -> float | None:
-    """CPU seconds (user + system) a process has used so far."""
-    if pid is None:
+def _spent(now: Group | None, then: Group | None) -> Group | None:
+    if now is None or then is None:
         return None
+    return Group(max(now.cpu_s - then.cpu_s, 0.0), now.processes)
+
+
+def _usage(group: Group | None, wall_s: float, orders: int) -> dict[str, Any] | None:
+    if group is None:
+        return None
+    usage: dict[str, Any] = {
+        "cpu_s": round(group.cpu_s, 2),
+        "share": round(group.cpu_s / wall_s, 3) if wall_s > 0 else None,
+        "ms_per_order": round(group.cpu_s / orders * 1000, 3),
+    }
+    if group.processes:
+        usage["processes"] = group.processes
+    return usage
+
+
+def _cpu_line(cpu: dict[str, Any]) -> str:
+    names = {"server": "server", "client": "bench client", "postgres": "postgres", "other": "everything else"}
+    parts = []
+    for key, name in names.items():
+        if usage := cpu[key]:
+            parts.append(
+                f"{name} {usage['cpu_s']:.1f}s ({usage['share']:.0%} of a core, {usage['ms_per_order']:.2f} ms/order)"
+            )
+    return f"CPU used while placing and until settled ({cpu['wall_s']:.1f}s): " + ", ".join(parts)
+
+
+def _process_table() -> dict[int, ProcessStat]:
+    """Every process visible in /proc (those that exit while it is read are left out)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _process_stat(entry / "stat")):
+            table[int(entry.name)] = stat
+    return table
+
+
+def _process_stat(path: Path) -> ProcessStat | None:
     try:
-        # The fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        text = path.read_text()
+        # The fields after the parenthesised name: ppid is the 2nd; utime, stime, cutime, cstime the 12th–15th.
+        comm, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 1 :].split()
+        ticks = sum(int(t) for t in rest[11:15])
+        return ProcessStat(int(rest[1]), comm, ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _tree(table: dict[int, ProcessStat], root: int | None) -> set[int]:
+    """``root`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for pid, stat in table.items():
+        children.setdefault(stat.ppid, []).append(pid)
+    tree: set[int] = set()
+    todo = [root] if root is not None else []
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def _group(table: dict[int, ProcessStat], pids: Iterable[int]) -> Group:
+    members = [table[p] for p in pids]
+    return Group(sum(m.cpu_s for m in members), len(members))
 
 
 def _machine_busy_s() -> float | None:
@@ -379,35 +524,39 @@ def _order_body(index: int) -> dict[str, Any]:
     }
 
 
-async def _paced(count: int, rate: float, concurrency: int, job: Callable[[int], Awaitable[None]]) -> None:
-    """Start job(i) at start + i / rate (open loop), with at most ``concurrency`` in flight; a run
-    that hits that cap is saturated and its latencies include the wait for a free slot."""
+async def _paced(count: int, rate: float, concurrency: int, job: Job) -> None:
+    """Run job(i, due) with due = start + i / rate (open loop), with at most ``concurrency`` in flight.
+    ``due`` is the schedule, not when the job could start: when the cap or a stalled event loop
+    delays a start, the job's latency counted from ``due`` includes that delay (no coordinated
+    omission)."""
     slots = asyncio.Semaphore(concurrency)
     start = time.perf_counter()
 
-    async def run(index: int) -> None:
+    async def run(index: int, due: float) -> None:
         try:
-            await job(index)
+            await job(index, due)
         finally:
             slots.release()
 
     tasks = []
     for index in range(count):
-        delay = start + index / rate - time.perf_counter()
+        due = start + index / rate
+        delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         await slots.acquire()
-        tasks.append(asyncio.create_task(run(index)))
+        tasks.append(asyncio.create_task(run(index, due)))
     await asyncio.gather(*tasks)
 
 
-async def _pool(count: int, concurrency: int, job: Callable[[int], Awaitable[None]]) -> None:
-    """Run job(0..count-1) with at most ``concurrency`` in flight (workers share one iterator)."""
+async def _pool(count: int, concurrency: int, job: Job) -> None:
+    """Run job(0..count-1) with at most ``concurrency`` in flight (workers share one iterator); in a
+    closed loop a job is due when a worker takes it."""
     indexes = iter(range(count))
 
     async def worker() -> None:
         for index in indexes:
-            await job(index)
+            await job(index, time.perf_counter())
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
 
@@ -430,19 +579,29 @@ async def _load_catalog(client: httpx.AsyncClient, say: Say) -> None:
 async def _fund(
     client: httpx.AsyncClient, config: BenchConfig, customers: Sequence[str], auth: dict[str, dict[str, str]], say: Say
 ) -> None:
-    needed = Counter[str]()
-    for index in range(config.orders):
-        needed[customers[index % len(customers)]] += _order_body(index)["total_price"]
-    top_ups = [(c, min(MAX_TOP_UP, left)) for c, total in needed.items() for left in range(total, 0, -MAX_TOP_UP)]
+    funds = _funds(config, customers)
+    top_ups = [(c, min(MAX_TOP_UP, left)) for c, total in funds.items() for left in range(total, 0, -MAX_TOP_UP)]
 
-    async def top_up(index: int) -> None:
+    async def top_up(index: int, _due: float) -> None:
         customer, amount = top_ups[index]
         response = await client.post(f"/wallets/{customer}/top-ups", json={"amount": amount}, headers=auth[customer])
         if response.status_code != 200:
             raise BenchError(f"top-up of {customer} failed: {response.status_code} {response.text}")
 
     await _pool(len(top_ups), config.concurrency, top_up)
-    say(f"funded {len(needed)} customers with {sum(needed.values()):,} KRW")
+    short = f", {config.underfunded_customers} of them with too little" if config.underfunded_customers else ""
+    say(f"funded {len(funds)} customers with {sum(funds.values()):,} KRW{short}")
+
+
+def _funds(config: BenchConfig, customers: Sequence[str]) -> Counter[str]:
+    """Per customer, what their orders cost; the first ``underfunded_customers`` get only
+    UNDERFUNDED_SHARE of it (their orders take turns with everyone's, so refusals spread over the run)."""
+    needed = Counter[str]()
+    for index in range(config.orders):
+        needed[customers[index % len(customers)]] += _order_body(index)["total_price"]
+    for customer in customers[: config.underfunded_customers]:
+        needed[customer] = int(needed[customer] * UNDERFUNDED_SHARE)
+    return needed
 
 
 async def _place(
@@ -463,7 +622,7 @@ async def _place(
     session = aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=120))
     bodies = [orjson.dumps(_order_body(index)) for index in range(config.orders)]
 
-    async def place(index: int) -> None:
+    async def place(index: int, due: float) -> None:
         customer = customers[index % len(customers)]
         headers = {**auth[customer], "Content-Type": "application/json"}
         sent = time.perf_counter()
@@ -475,7 +634,9 @@ async def _place(
             result.failures[type(exc).__name__] += 1
         else:
             if status == 202:
-                result.latencies_ms.append((time.perf_counter() - sent) * 1000)
+                answered = time.perf_counter()
+                result.latencies_ms.append((answered - due) * 1000)
+                result.service_ms.append((answered - sent) * 1000)
                 # The Location header carries the id; cheaper than parsing the body.
                 result.order_ids.add(location.rsplit("/", 1)[-1])
             else:
@@ -496,6 +657,45 @@ async def _place(
     if result.failures:
         say(f"placement errors: {dict(result.failures)}")
     return result
+
+
+@asynccontextmanager
+async def _menu_readers(url: str, readers: int) -> AsyncIterator[MenuReads | None]:
+    """``readers`` clients reading menus back to back (round-robin over the restaurants) for as long
+    as the block runs; None when there are none."""
+    if readers < 1:
+        yield None
+        return
+    reads, stop = MenuReads(readers), asyncio.Event()
+    connector = aiohttp.TCPConnector(limit=readers, keepalive_timeout=2.0)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(_read_menus(session, reader, reads, stop)) for reader in range(readers)]
+        try:
+            yield reads
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+            reads.wall_s = time.perf_counter() - started
+
+
+async def _read_menus(session: aiohttp.ClientSession, reader: int, reads: MenuReads, stop: asyncio.Event) -> None:
+    index = reader
+    while not stop.is_set():
+        sent = time.perf_counter()
+        try:
+            async with session.get(f"/restaurants/bench-r{index % RESTAURANTS}/menu") as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reads.failures[type(exc).__name__] += 1
+            await asyncio.sleep(POLL_S)  # not a busy loop against a platform that is gone
+        else:
+            if status == 200:
+                reads.latencies_ms.append((time.perf_counter() - sent) * 1000)
+            else:
+                reads.failures[f"HTTP {status}"] += 1
+        index += 1
 
 
 async def _settle(client: httpx.AsyncClient, order_ids: set[str], say: Say) -> Rows:
@@ -551,33 +751,72 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
     return {"p50": rank(50), "p95": rank(95), "p99": rank(99)}
 
 
-def _sagas(rows: Rows) -> tuple[list[float], float | None]:
-    """Per accepted order: accepted_at − created_at in ms; and accepted orders per second of the
-    whole run (first order created → last order accepted)."""
-    spans = [(parse_iso(r["created_at"]), parse_iso(r["accepted_at"])) for r in rows if r["accepted_at"]]
-    saga_ms = [(accepted - created).total_seconds() * 1000 for created, accepted in spans]
-    if not spans:
-        return saga_ms, None
-    window = (max(a for _, a in spans) - min(parse_iso(r["created_at"]) for r in rows)).total_seconds()
-    return saga_ms, round(len(spans) / window, 1) if window > 0 else None
+@dataclass(frozen=True)
+class Sagas:
+    """Saga latencies (ms) on each path, and finished sagas per second."""
+
+    accepted_ms: list[float]
+    refused_ms: list[float]
+    per_s: float | None
 
 
-def _result(config: BenchConfig, target: Target, placement: Placement, rows: Rows, violations: int) -> dict[str, Any]:
-    saga_ms, sagas_per_s = _sagas(rows)
+def _sagas(rows: Rows) -> Sagas:
+    """Per order that reached a final state of its saga, from created_at until then: ACCEPTED
+    (accepted_at) or CANCELLED after a refused payment (updated_at, as nothing moves it later); and
+    those orders per second of the whole run (first order created → last saga finished)."""
+    accepted: list[tuple[datetime, datetime]] = []
+    refused: list[tuple[datetime, datetime]] = []
+    for row in rows:
+        span = _saga_span(row)
+        if span is not None:
+            (accepted if row["accepted_at"] else refused).append(span)
+    finished = accepted + refused
+    if not finished:
+        return Sagas([], [], None)
+    window = (max(end for _, end in finished) - min(parse_iso(r["created_at"]) for r in rows)).total_seconds()
+    return Sagas(
+        [_ms(span) for span in accepted],
+        [_ms(span) for span in refused],
+        round(len(finished) / window, 1) if window > 0 else None,
+    )
+
+
+def _saga_span(row: dict[str, Any]) -> tuple[datetime, datetime] | None:
+    """(created, finished) of an order whose saga has finished, else None."""
+    if row["accepted_at"]:
+        return parse_iso(row["created_at"]), parse_iso(row["accepted_at"])
+    if row["status"] == REFUSED:
+        return parse_iso(row["created_at"]), parse_iso(row["updated_at"])
+    return None
+
+
+def _ms(span: tuple[datetime, datetime]) -> float:
+    return (span[1] - span[0]).total_seconds() * 1000
+
+
+def _result(config: BenchConfig, target: Target, run: Run) -> dict[str, Any]:
+    sagas, placement = _sagas(run.rows), run.placement
     return {
         "orders": config.orders,
-        "sagas_per_s": sagas_per_s,
+        "sagas_per_s": sagas.per_s,
         "placement_ms": _percentiles(placement.latencies_ms),
-        "saga_ms": _percentiles(saga_ms),
-        "violations": violations,
+        "service_ms": _percentiles(placement.service_ms),
+        "saga_ms": _percentiles(sagas.accepted_ms),
+        "refused_saga_ms": _percentiles(sagas.refused_ms),
+        "violations": run.violations,
         "peak_rss_mb": target.peak_rss_mb,
         "backend": _backend(config),
         "concurrency": config.concurrency,
         "rate": config.rate,
         "errors": placement.errors,
-        "accepted": len(saga_ms),
+        "accepted": len(sagas.accepted_ms),
+        "refused": len(sagas.refused_ms),
+        "underfunded": config.underfunded,
+        "underfunded_customers": config.underfunded_customers,
         "placement_s": round(placement.wall_s, 1),
         "rss_mb_samples": placement.rss_mb_samples,
+        "menu_reads": run.menu.figures() if run.menu else None,
+        "cpu": run.cpu,
     }
 
 
