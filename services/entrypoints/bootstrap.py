@@ -12,8 +12,9 @@ supplies the :class:`Adapters`. Nothing else in the code picks an adapter.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -21,6 +22,7 @@ from functools import partial
 from services.catalog.manifest import RestaurantResource, load_manifests
 from services.delivery.handlers import DeliveryService
 from services.deps import Services
+from services.entrypoints.engine import EngineProcess
 from services.notification.handlers import NotificationService
 from services.order.handlers import OrderService
 from services.payment.cards import PaymentGateway
@@ -41,6 +43,7 @@ from services.runtime.dapr.timers import TimerTable
 from services.runtime.embedded.catalog_publisher import EmbeddedCatalogPublisher
 from services.runtime.embedded.chaos import ChaosDelivery
 from services.runtime.embedded.dispatcher import Dispatcher
+from services.runtime.embedded.peer import Peer, Wake
 from services.runtime.embedded.storage import ServiceDb, SqlStateStore
 from services.runtime.embedded.webhook import OUTBOUND_SCHEMA, RecordingWebhookBinding, WebhookSender
 from services.runtime.failures import CouldNotRun
@@ -114,10 +117,18 @@ def token_issuer(settings: Settings) -> TokenIssuer:
 
 
 class Platform:
-    """Every service of Baedal in one process, on the embedded runtime."""
+    """Every service of Baedal on the embedded runtime: in one process, or in two (``local`` names
+    the services whose consumers run here, ``peer`` reaches the process that runs the others, and
+    ``engine`` is that process when this one started it; see ``entrypoints/engine.py``)."""
 
     def __init__(
-        self, settings: Settings, paused: set[str] | None = None, gateway: PaymentGateway | None = None
+        self,
+        settings: Settings,
+        paused: set[str] | None = None,
+        gateway: PaymentGateway | None = None,
+        local: Collection[str] | None = None,
+        peer: Peer | None = None,
+        engine: EngineProcess | None = None,
     ) -> None:
         self.settings = settings
         self.dbs = {name: ServiceDb(name, make_database(settings, name)) for name in SERVICES}
@@ -128,7 +139,12 @@ class Platform:
         )
         self.webhook = WebhookSender(self.dbs["notification"], settings.notify_webhook)
         chaos = ChaosDelivery(settings.chaos) if settings.chaos.enabled else None  # fault drills only
-        self.dispatcher = Dispatcher(self.dbs, settings, paused, chaos)
+        self.dispatcher = Dispatcher(self.dbs, settings, paused, chaos, local, peer)
+        self.peer = peer
+        self.engine = engine
+        self.peer_gone: Callable[[], None] = lambda: log.warning("the peer process is gone")
+        self._engine_ready = asyncio.Event()
+        self.engine_died: Callable[[int], None] = lambda code: None
         for name, service in self.services.hosted().items():
             wire(service, partial(self.dispatcher.subscribe, name), partial(self.dispatcher.subscribe_batch, name))
         self.tokens = token_issuer(settings)
@@ -163,12 +179,26 @@ class Platform:
     async def start(self) -> None:
         for name, db in self.dbs.items():
             await db.open(EXTRA_SCHEMA.get(name, ()))
+        if self.peer is not None:
+            self.peer.listen(self._woken, lambda: self.peer_gone())
         await self.dispatcher.start()
-        self.webhook.start()
+        if "notification" in self.dispatcher.local:
+            self.webhook.start()
+        if self.engine is not None:  # after the schemas exist, so the engine never races to create them
+            self.engine.start(lambda code: self.engine_died(code))
+            await self.engine.wait_ready(self._engine_ready)  # else the demo catalog would wait for it
+        elif self.peer is not None:
+            self.peer.send(Wake.READY, "engine")
         self.started = True
         if self.settings.load_demo and not await self.restaurant.demo_loaded():
             await self.load_manifests()
             await self.restaurant.mark_demo_loaded()
+
+    def _woken(self, wake: Wake, service: str) -> None:
+        if wake is Wake.READY:
+            self._engine_ready.set()
+        else:
+            self.dispatcher.woken(wake, service)
 
     async def load_manifests(self) -> None:
         path = self.settings.demo_manifests
@@ -184,6 +214,10 @@ class Platform:
         self.started = False
         await self.webhook.stop()
         await self.dispatcher.stop()
+        if self.engine is not None:
+            await self.engine.stop()
+        if self.peer is not None:
+            self.peer.close()
         for db in self.dbs.values():
             await db.database.close()
 

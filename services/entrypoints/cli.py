@@ -6,12 +6,13 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import traceback
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -22,6 +23,9 @@ from services.runtime.failures import CouldNotRun, raise_if_unusable, response_d
 from services.runtime.process import spawn_child
 from services.runtime.settings import Settings
 from services.runtime.web.server import http_protocol
+
+if TYPE_CHECKING:
+    from services.entrypoints.bootstrap import Platform
 
 # Exit codes: 0 done, 1 the answer is "no" (an audit violation, a rejected manifest), 2 could not run.
 FOUND_A_PROBLEM = 1
@@ -127,11 +131,20 @@ def up(
         typer.Option(help="port of the payment-gateway simulator started alongside (default: port + 100; 0: none)"),
     ] = None,
     log_level: Annotated[str, typer.Option(help="log level")] = "info",
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=2,
+            envvar="BAEDAL_PROCESSES",
+            help="1: everything in one process; 2: the other services' consumers in a second (default: 2 on 2+ cores)",
+        ),
+    ] = None,
 ) -> None:
-    """Run every service in one process (embedded runtime) behind the gateway."""
+    """Run every service (embedded runtime) behind the gateway, in one process or, to use two
+    cores, two (docs/decisions.md, decision 27)."""
     import uvicorn
 
-    from services.entrypoints.bootstrap import Platform
     from services.entrypoints.gateway import create_app
 
     _start_logging(log_level)
@@ -144,10 +157,11 @@ def up(
     else:
         simulator_port = 0  # an external gateway was configured
     settings = Settings(**overrides)
-    platform = Platform(settings, paused=set(pause or ()))
+    processes = processes or (2 if (os.cpu_count() or 1) >= 2 else 1)
+    platform = _platform(settings, set(pause or ()), processes)
     typer.echo(
         f"Baedal on http://{host}:{port}  (data dir {data_dir.resolve()}, "
-        f"{'PostgreSQL' if settings.database_url else 'SQLite'})"
+        f"{'PostgreSQL' if settings.database_url else 'SQLite'}, {processes} process{'es' if processes > 1 else ''})"
     )
     simulator = _start_simulator(host, simulator_port, data_dir / "paygate.db") if simulator_port else None
     try:
@@ -156,6 +170,25 @@ def up(
         if simulator is not None:
             simulator.terminate()
             simulator.wait(10)
+    if platform.engine is not None and platform.engine.exit_code is not None:
+        raise typer.Exit(platform.engine.exit_code)  # the engine died: so does the platform
+
+
+def _platform(settings: Settings, paused: set[str], processes: int) -> Platform:
+    """The platform in this process; with two processes, the engine's consumers in the other."""
+    from services.entrypoints.bootstrap import Platform
+    from services.entrypoints.engine import GATEWAY_SERVICES, EngineProcess
+    from services.runtime.embedded.peer import Peer
+
+    if processes == 1:
+        return Platform(settings, paused=paused)
+    peer, theirs = Peer.pair()
+    platform = Platform(
+        settings, paused, local=GATEWAY_SERVICES, peer=peer, engine=EngineProcess(theirs, settings, sorted(paused))
+    )
+    # The engine died: stop serving (uvicorn's own signal path, so requests in flight finish).
+    platform.engine_died = lambda code: os.kill(os.getpid(), signal.SIGTERM)
+    return platform
 
 
 def _start_logging(level: str) -> None:

@@ -12,6 +12,10 @@ Delivery path for one event:
 
 Timers are events whose ``deliver_at`` lies in the future: the queue holds them until due, on disk,
 so they survive restarts.
+
+The relay and worker of a service run in one process only, the one ``local`` names; with two
+processes (``baedal up --processes 2``) a wake-up for the other's loops goes over the
+:class:`~services.runtime.embedded.peer.Peer`.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ import logging
 import os
 import random
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 from prometheus_client import Histogram
 
 from services.runtime.clock import epoch
+from services.runtime.embedded.peer import Peer, Wake
 from services.runtime.embedded.storage import ServiceDb
 from services.runtime.events import Event, loads
 from services.runtime.metrics import HANDLED
@@ -125,8 +132,15 @@ class Dispatcher:
         settings: Settings,
         paused: set[str] | None = None,
         delivery: Delivery | None = None,
+        local: Collection[str] | None = None,
+        peer: Peer | None = None,
     ) -> None:
         self._dbs = dbs
+        # The services whose relay and worker run in this process; the peer's process runs the rest.
+        self.local = frozenset(dbs if local is None else local)
+        if not self.local <= dbs.keys() or (self.local != dbs.keys() and peer is None):
+            raise ValueError(f"local services {sorted(self.local)}: unknown, or the rest has no peer to run them")
+        self._peer = peer
         self._settings = settings
         self._delivery = delivery or Delivery()
         self._by_topic: dict[str, list[Consumer]] = defaultdict(list)
@@ -138,7 +152,7 @@ class Dispatcher:
         self.paused: set[str] = set(paused or ())
         self._random = random.Random()
         for name, db in dbs.items():
-            db.on_commit(self._relay_kick[name].set)
+            db.on_commit(partial(self._wake, Wake.RELAY, name))
 
     # ------------------------------------------------------------------ wiring
 
@@ -162,9 +176,31 @@ class Dispatcher:
     def topics(self) -> dict[str, list[str]]:
         return {t: [f"{c.service}/{c.subscription.consumer}" for c in cs] for t, cs in self._by_topic.items()}
 
+    def _wake(self, wake: Wake, service: str) -> None:
+        """Wake a service's relay or worker, here or in the peer's process."""
+        if service not in self.local:
+            assert self._peer is not None
+            self._peer.send(wake, service)
+        elif wake is Wake.RELAY:
+            self._relay_kick[service].set()
+        elif wake is Wake.WORK:
+            self._worker_kick[service].set()
+        elif wake is Wake.PAUSE:
+            self.paused.add(service)
+        else:
+            self.paused.discard(service)
+            self._worker_kick[service].set()
+
+    def woken(self, wake: Wake, service: str) -> None:
+        """A wake-up from the peer; only for this process's own services."""
+        if service in self.local:
+            self._wake(wake, service)
+        else:
+            log.warning("a wake-up for %r, which does not run here", service)
+
     async def start(self) -> None:
         self._running = True
-        for name in self._dbs:
+        for name in self.local:
             self._tasks.append(asyncio.create_task(self._relay_loop(name), name=f"relay-{name}"))
             self._tasks.append(asyncio.create_task(self._worker_loop(name), name=f"worker-{name}"))
         self._tasks.append(asyncio.create_task(self._prune_loop(), name="inbox-pruner"))
@@ -183,11 +219,12 @@ class Dispatcher:
         return list(self._dbs)
 
     def pause(self, service: str) -> None:
-        self.paused.add(service)
+        self.paused.add(service)  # also here when it runs in the peer: /admin/backlog reports it
+        self._wake(Wake.PAUSE, service)
 
     def resume(self, service: str) -> None:
         self.paused.discard(service)
-        self._worker_kick[service].set()
+        self._wake(Wake.RESUME, service)
 
     # ------------------------------------------------------------------ relay
 
@@ -237,7 +274,7 @@ class Dispatcher:
                 )
                 _crash_point("relay-before-copy-commit")
             _crash_point("relay-after-copy-commit")
-            self._worker_kick[target].set()
+            self._wake(Wake.WORK, target)
         async with db.database.transaction() as tx:
             await tx.executemany("DELETE FROM outbox WHERE seq = ?", [(row.seq,) for row in rows])
             _crash_point("relay-before-delete-commit")
@@ -412,7 +449,7 @@ class Dispatcher:
                 (*row, epoch()),
             )
             await tx.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
-        self._worker_kick[service].set()
+        self._wake(Wake.WORK, service)
         return True
 
     # ------------------------------------------------------------------ housekeeping
@@ -445,7 +482,7 @@ class Dispatcher:
         """Forget handled event ids after the retention window; state-machine guards cover later
         duplicates (architecture rule 3), and the tables stay bounded as orders grow."""
         cutoff = epoch() - self._settings.inbox_retention_s
-        for db in self._dbs.values():
+        for db in (self._dbs[name] for name in self.local):
             async with db.database.transaction() as tx:
                 await tx.execute("DELETE FROM inbox WHERE done_at < ?", (cutoff,))
 

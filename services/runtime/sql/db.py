@@ -6,7 +6,9 @@ here is a small portable subset (``?`` placeholders, ``ON CONFLICT``), translate
 
 SQLite: one write connection per service database guarded by an ``asyncio.Lock`` (SQLite has one
 writer anyway), plus a read connection that sees committed data (WAL). Statements are microseconds,
-so they run on the event loop thread instead of paying a thread hop each.
+so they run on the event loop thread instead of paying a thread hop each. When another process
+holds the database's write lock (``baedal up --processes 2``), a transaction waits for it without
+blocking the event loop: see :meth:`SqliteDatabase.transaction`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import itertools
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -100,6 +103,9 @@ class _SqliteTx:
 
 
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+BUSY_TIMEOUT_S = 30.0
+WAL_RESTART_BYTES = 8 * 1024 * 1024
+BUSY_CHECKPOINT_MS = 250
 
 
 class SqliteDatabase:
@@ -144,9 +150,21 @@ class SqliteDatabase:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.CHECKPOINT_EVERY_S)
                 async with self._lock:
-                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    await asyncio.to_thread(self._checkpoint, conn)
         finally:
             conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Another process's commits are not under our lock, so with two processes a commit can
+        always slip in after the checkpoint and the WAL is never rewound: past WAL_RESTART_BYTES a
+        TRUNCATE checkpoint holds off every writer until it has emptied the WAL (waiting
+        BUSY_CHECKPOINT_MS at most for the others' transactions to end; else it tries next time)."""
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        wal = self.path.with_name(self.path.name + "-wal")
+        with contextlib.suppress(OSError):
+            if wal.stat().st_size > WAL_RESTART_BYTES:
+                conn.execute(f"PRAGMA busy_timeout={BUSY_CHECKPOINT_MS}")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def close(self) -> None:
         if self._checkpointer is not None:
@@ -165,7 +183,7 @@ class SqliteDatabase:
             conn = self._writer
             if conn is None:
                 raise RuntimeError(f"database {self.path} is closed")
-            conn.execute("BEGIN IMMEDIATE")
+            await _begin_immediate(conn)
             try:
                 yield _SqliteTx(conn)
             except BaseException:
@@ -189,6 +207,27 @@ class SqliteDatabase:
         async with self.transaction() as tx:
             for statement in statements:
                 await tx.execute(statement)
+
+
+async def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """Take the write lock. If another process holds it, wait on the event loop (SQLite's own busy
+    handler would sleep on it, stalling every request of this process for as long as the other
+    process's transaction lasts), for at most BUSY_TIMEOUT_S like the busy handler."""
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        pause, deadline = 0.0002, time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.005)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
 
 # ----------------------------------------------------------------------------------------- PostgreSQL
