@@ -136,7 +136,6 @@ def up(
         typer.Option(
             min=1,
             max=2,
-            envvar="BAEDAL_PROCESSES",
             help="1: everything in one process; 2: the other services' consumers in a second (default: 2 on 2+ cores)",
         ),
     ] = None,
@@ -156,8 +155,10 @@ def up(
         overrides["paygate_url"] = f"http://{host}:{simulator_port}"
     else:
         simulator_port = 0  # an external gateway was configured
+    if processes:
+        overrides["processes"] = processes
     settings = Settings(**overrides)
-    processes = processes or (2 if (os.cpu_count() or 1) >= 2 else 1)
+    processes = settings.processes or (2 if (os.cpu_count() or 1) >= 2 else 1)
     platform = _platform(settings, set(pause or ()), processes)
     typer.echo(
         f"Baedal on http://{host}:{port}  (data dir {data_dir.resolve()}, "

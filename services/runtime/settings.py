@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(128, ge=1)
     inbox_retention_s: float = Field(3600.0, gt=0)
     # SQLite: NORMAL survives kill -9 (the WAL is in the OS page cache); FULL also survives power loss.
+    # baedal up: 1 process, or 2 (the engine too; entrypoints/engine.py); unset: 2 on 2+ cores.
+    processes: int | None = Field(None, ge=1, le=2)
     sqlite_synchronous: str = Field("NORMAL", pattern="^(OFF|NORMAL|FULL|EXTRA)$")
     max_body_bytes: int = 64 * 1024
     # The outbound notification channel (the seeds' KakaoTalk message): POSTed here when set.
