@@ -214,10 +214,10 @@ class Platform:
         self.started = False
         await self.webhook.stop()
         await self.dispatcher.stop()
+        if self.peer is not None:
+            self.peer.close()  # first: the engine stopping now is no news
         if self.engine is not None:
             await self.engine.stop()
-        if self.peer is not None:
-            self.peer.close()
         for db in self.dbs.values():
             await db.database.close()
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import traceback
@@ -22,7 +23,7 @@ from services.runtime.auth import Role, TokenIssuer, load_secret
 from services.runtime.failures import CouldNotRun, raise_if_unusable, response_detail, transport_failure
 from services.runtime.process import spawn_child
 from services.runtime.settings import Settings
-from services.runtime.web.server import http_protocol
+from services.runtime.web.server import server, shared_socket
 
 if TYPE_CHECKING:
     from services.entrypoints.bootstrap import Platform
@@ -142,8 +143,6 @@ def up(
 ) -> None:
     """Run every service (embedded runtime) behind the gateway, in one process or, to use two
     cores, two (docs/decisions.md, decision 27)."""
-    import uvicorn
-
     from services.entrypoints.gateway import create_app
 
     _start_logging(log_level)
@@ -159,14 +158,21 @@ def up(
         overrides["processes"] = processes
     settings = Settings(**overrides)
     processes = settings.processes or (2 if (os.cpu_count() or 1) >= 2 else 1)
-    platform = _platform(settings, set(pause or ()), processes)
+    try:  # with two processes, both serve HTTP on one socket
+        sock = shared_socket(host, port) if processes == 2 else None
+    except OSError as exc:
+        raise CouldNotRun(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    platform = _platform(settings, set(pause or ()), sock)
     typer.echo(
         f"Baedal on http://{host}:{port}  (data dir {data_dir.resolve()}, "
         f"{'PostgreSQL' if settings.database_url else 'SQLite'}, {processes} process{'es' if processes > 1 else ''})"
     )
     simulator = _start_simulator(host, simulator_port, data_dir / "paygate.db") if simulator_port else None
     try:
-        _serve(uvicorn, create_app(platform), host, port)
+        if sock is None:
+            _serve(create_app(platform), host, port)
+        else:
+            server(create_app(platform)).run(sockets=[sock])
     finally:
         if simulator is not None:
             simulator.terminate()
@@ -175,18 +181,18 @@ def up(
         raise typer.Exit(platform.engine.exit_code)  # the engine died: so does the platform
 
 
-def _platform(settings: Settings, paused: set[str], processes: int) -> Platform:
-    """The platform in this process; with two processes, the engine's consumers in the other."""
+def _platform(settings: Settings, paused: set[str], http: socket.socket | None) -> Platform:
+    """The platform in this process; given the HTTP socket, the engine process serves it too and
+    runs the other services' consumers."""
     from services.entrypoints.bootstrap import Platform
     from services.entrypoints.engine import GATEWAY_SERVICES, EngineProcess
     from services.runtime.embedded.peer import Peer
 
-    if processes == 1:
+    if http is None:
         return Platform(settings, paused=paused)
     peer, theirs = Peer.pair()
-    platform = Platform(
-        settings, paused, local=GATEWAY_SERVICES, peer=peer, engine=EngineProcess(theirs, settings, sorted(paused))
-    )
+    engine = EngineProcess(theirs, http, settings, sorted(paused))
+    platform = Platform(settings, paused, local=GATEWAY_SERVICES, peer=peer, engine=engine)
     # The engine died: stop serving (uvicorn's own signal path, so requests in flight finish).
     platform.engine_died = lambda code: os.kill(os.getpid(), signal.SIGTERM)
     return platform
@@ -204,19 +210,8 @@ def _start_simulator(host: str, port: int, ledger: Path) -> subprocess.Popen[byt
     return spawn_child([*command, "--ledger", str(ledger)])
 
 
-def _serve(uvicorn: Any, asgi_app: Any, host: str, port: int, graceful_shutdown_s: int = 10) -> None:
-    uvicorn.run(
-        asgi_app,
-        host=host,
-        port=port,
-        http=http_protocol(),  # its own 400s as problem+json too
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=graceful_shutdown_s,
-        # Longer than common clients' idle expiry (httpx: 5 s), so a client never reuses a
-        # connection the server is closing at that moment.
-        timeout_keep_alive=75,
-    )
+def _serve(asgi_app: Any, host: str, port: int, graceful_shutdown_s: int = 10) -> None:
+    server(asgi_app, graceful_shutdown_s, host=host, port=port).run()
 
 
 @app.command()
@@ -366,8 +361,6 @@ def serve(
     through its sidecar), or the card-gateway simulator (paygate, no sidecar needed). Always on
     the Dapr runtime, whatever BAEDAL_RUNTIME says; every other setting comes from the
     environment (docs/operations.md)."""
-    import uvicorn
-
     listen = port if port is not None else DEFAULT_PORTS[process]
     if process is Process.operator:
         from services.restaurant_operator.config import OperatorConfig
@@ -392,7 +385,7 @@ def serve(
 
         asgi_app = create_service_app(process.value, Settings(runtime="dapr"))
     typer.echo(f"Baedal {process.value} on http://{host}:{listen}")
-    _serve(uvicorn, asgi_app, host, listen, graceful_shutdown)
+    _serve(asgi_app, host, listen, graceful_shutdown)
 
 
 @app.command()

@@ -1,14 +1,15 @@
-"""The second process of ``baedal up``: the engine, which runs the event consumers of every service
-but the order service, so that the platform uses two cores.
+"""The second process of ``baedal up``: the engine, which serves HTTP alongside the first process
+and runs the event consumers of every service but the order service, so that the platform uses
+two cores.
 
-Python runs one thread of code at a time, and most of a saga's CPU goes to its consumers (outbox
-relays and delivery workers), not to HTTP. So ``baedal up --processes 2`` keeps the gateway (every
-HTTP route) and the order service's relay and worker in its own process, and starts this one for
-the other services' relays and workers, and the notification channel's sender. Both processes open
-every service's database: an HTTP request still commits where it always did, and a relay still
-queues its events in the subscribers' databases. They wake each other through a
-:class:`~services.runtime.embedded.peer.Peer`; everything durable is in the databases, so either
-process may die at any point and lose nothing (docs/decisions.md, decision 27).
+Python runs one thread of code at a time. ``baedal up --processes 2`` keeps the order service's
+relay and worker in its own process and starts this one for the other services' relays and
+workers and the notification channel's sender; both accept HTTP connections on the one listening
+socket, which this process inherits, and serve every route. Both open every service's database: a
+request commits where it always did, and a relay still queues its events in the subscribers'
+databases. They wake each other through a :class:`~services.runtime.embedded.peer.Peer`;
+everything durable is in the databases, so either process may die at any point and lose nothing
+(docs/decisions.md, decision 27).
 
 The engine dies with the gateway's process (``PR_SET_PDEATHSIG``, and the peer's end-of-file); if
 the engine dies, the gateway's process stops and exits with the engine's status, like one process.
@@ -20,7 +21,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -56,8 +56,11 @@ def engine_env(settings: Settings) -> dict[str, str]:
 class EngineProcess:
     """The engine as seen from the gateway's process: started, watched, stopped."""
 
-    def __init__(self, peer_socket: socket.socket, settings: Settings, paused: Sequence[str] = ()) -> None:
+    def __init__(
+        self, peer_socket: socket.socket, http: socket.socket, settings: Settings, paused: Sequence[str] = ()
+    ) -> None:
         self._socket = peer_socket
+        self._http = http
         self._settings = settings
         self._paused = list(paused)
         self._process: subprocess.Popen[bytes] | None = None
@@ -66,11 +69,11 @@ class EngineProcess:
         self.exit_code: int | None = None  # set when it died on its own
 
     def start(self, died: Callable[[int], None]) -> None:
-        fd = self._socket.fileno()
-        command = [sys.executable, "-m", "services.entrypoints.engine", "--peer-fd", str(fd)]
+        fd, http = self._socket.fileno(), self._http.fileno()
+        command = [sys.executable, "-m", "services.entrypoints.engine", "--peer-fd", str(fd), "--http-fd", str(http)]
         command += [arg for service in self._paused for arg in ("--pause", service)]
         command += ["--log-level", logging.getLevelName(logging.getLogger().level).lower()]
-        self._process = spawn_child(command, env=engine_env(self._settings), pass_fds=(fd,))
+        self._process = spawn_child(command, env=engine_env(self._settings), pass_fds=(fd, http))
         self._socket.close()  # the engine's end now lives in the engine only: its exit closes it
         self._watcher = asyncio.create_task(self._watch(died), name="engine-watcher")
         log.info("engine process %d runs the consumers of %s", self._process.pid, ", ".join(ENGINE_SERVICES))
@@ -89,7 +92,8 @@ class EngineProcess:
         assert self._process is not None
         code = await asyncio.to_thread(self._process.wait)
         if not self._stopping:
-            self.exit_code = code if code != 0 else 1
+            # A shell's convention for a death by signal (kill -9: 137); a clean exit here is a failure too.
+            self.exit_code = code if code > 0 else 128 - code if code < 0 else 1
             log.error("the engine process exited with status %d; stopping", code)
             died(self.exit_code)
 
@@ -113,31 +117,37 @@ class EngineProcess:
 # ----------------------------------------------------------------------------- the engine itself
 
 
-async def run_engine(peer_fd: int, paused: set[str]) -> None:
+def run_engine(peer_fd: int, http_fd: int, paused: set[str]) -> None:
+    """Serve the inherited socket until SIGTERM or SIGINT (uvicorn's handling), or until the
+    gateway's process is gone; the platform starts and stops with the app."""
     from services.entrypoints.bootstrap import Platform
+    from services.entrypoints.gateway import create_app
     from services.runtime.embedded.peer import Peer
+    from services.runtime.web.server import server
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     platform = Platform(Settings(), paused, local=ENGINE_SERVICES, peer=Peer.inherited(peer_fd))
-    platform.peer_gone = stop.set  # the gateway's process is gone
-    await platform.start()
-    try:
-        await stop.wait()
-    finally:
-        await platform.stop()
+    http = server(create_app(platform))
+
+    def gone() -> None:
+        # Stop accepting now, not at uvicorn's next tick: a platform restarted at once must not
+        # find this dying engine answering on its port.
+        for listener in http.servers:
+            listener.close()
+        http.should_exit = True
+
+    platform.peer_gone = gone
+    http.run(sockets=[socket.socket(fileno=http_fd)])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.entrypoints.engine", description=__doc__)
     parser.add_argument("--peer-fd", type=int, required=True, help="the inherited end of the peer socket pair")
+    parser.add_argument("--http-fd", type=int, required=True, help="the inherited listening socket")
     parser.add_argument("--pause", action="append", default=[], help="start with this service's consumers paused")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s [engine]: %(message)s")
-    asyncio.run(run_engine(args.peer_fd, set(args.pause)))
+    run_engine(args.peer_fd, args.http_fd, set(args.pause))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ class Server:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
+        self._wait_port_free()  # else a dying engine of the last start could answer /readyz
         where = {"host": self.host, "port": str(self.port), "data-dir": str(self.data_dir)}
         command = [sys.executable, "-m", "services", "up", "--log-level", "warning"]
         env = self.env
@@ -83,6 +84,15 @@ class Server:
                 pass
             time.sleep(0.1)
         raise AssertionError("baedal up did not become ready")
+
+    def _wait_port_free(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex((self.host, self.port)) != 0:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"something still listens on port {self.port}")
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

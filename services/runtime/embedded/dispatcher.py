@@ -183,17 +183,15 @@ class Dispatcher:
             self._peer.send(wake, service)
         elif wake is Wake.RELAY:
             self._relay_kick[service].set()
-        elif wake is Wake.WORK:
-            self._worker_kick[service].set()
-        elif wake is Wake.PAUSE:
-            self.paused.add(service)
         else:
-            self.paused.discard(service)
             self._worker_kick[service].set()
 
     def woken(self, wake: Wake, service: str) -> None:
-        """A wake-up from the peer; only for this process's own services."""
-        if service in self.local:
+        """A message from the peer: a wake-up for one of this process's loops, or a pause or resume
+        asked there (both processes keep the whole paused set, for /admin/backlog)."""
+        if wake in (Wake.PAUSE, Wake.RESUME):
+            self._set_paused(service, wake is Wake.PAUSE)
+        elif service in self.local:
             self._wake(wake, service)
         else:
             log.warning("a wake-up for %r, which does not run here", service)
@@ -219,12 +217,22 @@ class Dispatcher:
         return list(self._dbs)
 
     def pause(self, service: str) -> None:
-        self.paused.add(service)  # also here when it runs in the peer: /admin/backlog reports it
-        self._wake(Wake.PAUSE, service)
+        self._set_paused(service, True)
+        if self._peer is not None:
+            self._peer.send(Wake.PAUSE, service)
 
     def resume(self, service: str) -> None:
-        self.paused.discard(service)
-        self._wake(Wake.RESUME, service)
+        self._set_paused(service, False)
+        if self._peer is not None:
+            self._peer.send(Wake.RESUME, service)
+
+    def _set_paused(self, service: str, paused: bool) -> None:
+        if paused:
+            self.paused.add(service)
+        else:
+            self.paused.discard(service)
+            if service in self.local:
+                self._worker_kick[service].set()
 
     # ------------------------------------------------------------------ relay
 

@@ -10,7 +10,13 @@ next request would begin.
 
 from __future__ import annotations
 
+import errno
+import socket
+import time
+from typing import Any
+
 import orjson
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -62,3 +68,40 @@ def http_protocol() -> type[HttpToolsProtocol] | type[H11Protocol]:
     except ImportError:  # pragma: no cover - uvicorn[standard] installs it
         return ProblemH11Protocol
     return ProblemHttpToolsProtocol
+
+
+def server(app: Any, graceful_shutdown_s: int = 10, **where: Any) -> uvicorn.Server:
+    """uvicorn as every Baedal process runs it; ``where`` is ``host`` and ``port``, or nothing when
+    the caller hands ``Server.run`` a socket of its own."""
+    config = uvicorn.Config(
+        app,
+        http=http_protocol(),  # its own 400s as problem+json too
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=graceful_shutdown_s,
+        # Longer than common clients' idle expiry (httpx: 5 s), so a client never reuses a
+        # connection the server is closing at that moment.
+        timeout_keep_alive=75,
+        **where,
+    )
+    return uvicorn.Server(config)
+
+
+def shared_socket(host: str, port: int, wait_s: float = 5.0) -> socket.socket:
+    """A TCP socket bound as uvicorn binds one, that a child process may inherit: both processes
+    then accept connections on it, and the kernel spreads them. A port still held is retried for
+    ``wait_s``: the engine of a platform that just died may be closing it (restarts come fast)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+            continue
+        sock.set_inheritable(True)
+        return sock
