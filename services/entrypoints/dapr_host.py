@@ -20,7 +20,7 @@ from services.entrypoints.bootstrap import ServiceHost
 from services.entrypoints.routes import SERVICE_ROUTERS
 from services.runtime.settings import Settings
 from services.runtime.web.api import BodySizeLimit, OneLineStartupFailure, probes
-from services.runtime.web.openapi import install_docs, install_openapi, operation_id
+from services.runtime.web.openapi import new_app
 from services.runtime.web.problems import install_error_handlers
 
 log = logging.getLogger("baedal")
@@ -43,16 +43,7 @@ def create_service_app(name: str, settings: Settings | None = None) -> FastAPI:
         finally:  # uvicorn has drained in-flight requests (and event deliveries) by now
             await host.stop()
 
-    app = FastAPI(
-        title=f"Baedal {name} service",
-        version="1.0",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        generate_unique_id_function=operation_id,
-    )
-    install_openapi(app)
-    install_docs(app)
+    app = new_app(f"Baedal {name} service", lifespan)
     app.state.platform = host
     app.state.services = host.services
     app.state.tokens = host.tokens

@@ -20,7 +20,7 @@ from services.runtime.auth import require_admin
 from services.runtime.errors import ApiError
 from services.runtime.settings import Settings
 from services.runtime.web.api import BodySizeLimit, probes
-from services.runtime.web.openapi import errors, install_docs, install_openapi, ok, operation_id
+from services.runtime.web.openapi import errors, new_app, ok
 from services.runtime.web.problems import install_error_handlers
 
 ops = APIRouter(tags=["operations"])
@@ -121,17 +121,11 @@ def create_app(platform: Platform, manage_lifecycle: bool = True) -> FastAPI:
             if manage_lifecycle:
                 await platform.stop()
 
-    app = FastAPI(
-        title="Baedal",
-        version="1.0",
-        lifespan=lifespan,
-        description="Food-delivery ordering: order, pay, accept — an order and its payment never disagree.",
-        docs_url=None,
-        redoc_url=None,
-        generate_unique_id_function=operation_id,
+    app = new_app(
+        "Baedal",
+        lifespan,
+        "Food-delivery ordering: order, pay, accept — an order and its payment never disagree.",
     )
-    install_openapi(app)
-    install_docs(app)
     app.state.platform = platform
     app.state.services = platform.services
     app.state.tokens = platform.tokens

@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 from services.entrypoints.routes import service_for
 from services.runtime.settings import Settings
 from services.runtime.web.api import BodySizeLimit, probes
-from services.runtime.web.openapi import install_docs, install_openapi, operation_id
+from services.runtime.web.openapi import new_app
 from services.runtime.web.problems import problem
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and those the server sets again.
@@ -71,16 +71,7 @@ def create_gateway_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await gateway.client.aclose()
 
-    app = FastAPI(
-        title="Baedal gateway",
-        version="1.0",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        generate_unique_id_function=operation_id,
-    )
-    install_openapi(app)
-    install_docs(app)
+    app = new_app("Baedal gateway", lifespan)
     app.state.platform = gateway
     app.include_router(probes)
     app.add_api_route(

@@ -171,3 +171,20 @@ def install_docs(app: FastAPI) -> None:
         )
 
     app.docs_url, app.redoc_url = "/docs", "/redoc"
+
+
+def new_app(title: str, lifespan: Any, description: str | None = None) -> FastAPI:
+    """A FastAPI app as every Baedal process serves one: its OpenAPI document completed with the
+    problem responses, and /docs and /redoc served offline."""
+    app = FastAPI(
+        title=title,
+        version="1.0",
+        lifespan=lifespan,
+        description=description or "",
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
+    )
+    install_openapi(app)
+    install_docs(app)
+    return app
