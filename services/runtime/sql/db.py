@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import re
 import sqlite3
 import time
@@ -23,6 +24,8 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
+
+log = logging.getLogger("baedal.sql")
 
 Row = tuple[Any, ...]
 Params = Sequence[Any]
@@ -38,6 +41,9 @@ class Tx(Protocol):
     dialect: str
 
     async def execute(self, sql: str, params: Params = ()) -> int: ...
+
+    async def execute_all(self, statements: Sequence[tuple[str, Params]]) -> list[int]:
+        """Run ``statements`` in order and return their row counts (PostgreSQL: one round trip)."""
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
 
@@ -78,6 +84,9 @@ class _SqliteTx:
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         return self._conn.execute(sql, params).rowcount
+
+    async def execute_all(self, statements: Sequence[tuple[str, Params]]) -> list[int]:
+        return [self._conn.execute(sql, params).rowcount for sql, params in statements]
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         self._conn.executemany(sql, rows)
@@ -250,34 +259,106 @@ async def _pg_errors() -> AsyncIterator[None]:
 
 
 class _PgTx:
+    """A transaction whose statements go out together: bound on the client, joined into one query
+    (simple protocol, one round trip), sent when the caller needs a result. Transaction control
+    (BEGIN, SAVEPOINT, RELEASE, COMMIT) and :meth:`executemany` wait in ``_pending`` for the next
+    statement that is sent, instead of costing a round trip each. In one query the server runs the
+    statements in order and skips the rest after an error, which it reports; so nothing queued
+    after a failure can take effect, and the transaction cannot commit."""
+
     dialect = "postgresql"
 
     def __init__(self, conn: Any) -> None:
-        self._conn = conn
+        from psycopg import AsyncClientCursor
+
+        self._cursor = AsyncClientCursor(conn)
+        self._pending: list[str] = ["BEGIN"]
+        self._sent = False  # has the server seen BEGIN: is there anything to roll back
+        self._unchecked = False  # _pending holds statements whose outcome nobody has seen yet
+        self._depth = 0  # savepoints are named by depth: a released name is free for the next one
+
+    def _bind(self, sql: str, params: Params) -> str:
+        return str(self._cursor.mogrify(_to_pg(sql), params))
+
+    async def _send(self, statements: Sequence[str]) -> Any:
+        """Send what is pending and ``statements``; return the cursor on the first one's result."""
+        skip = len(self._pending)
+        query = "; ".join([*self._pending, *statements])
+        self._pending, self._unchecked, self._sent = [], False, True
+        async with _pg_errors():
+            await self._cursor.execute(query)
+        for _ in range(skip):
+            self._cursor.nextset()
+        return self._cursor
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        async with _pg_errors():
-            cur = await self._conn.execute(_to_pg(sql), params, prepare=True)
-        return int(cur.rowcount)
+        return int((await self._send([self._bind(sql, params)])).rowcount)
+
+    async def execute_all(self, statements: Sequence[tuple[str, Params]]) -> list[int]:
+        cursor = await self._send([self._bind(sql, params) for sql, params in statements])
+        counts = [int(cursor.rowcount)]
+        while len(counts) < len(statements) and cursor.nextset():
+            counts.append(int(cursor.rowcount))
+        return counts
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        async with self._conn.cursor() as cur:
-            await cur.executemany(_to_pg(sql), list(rows))
+        """Queued, not sent: a failure shows at the end of the enclosing savepoint, or at commit."""
+        bound = [self._bind(sql, params) for params in rows]
+        if bound:
+            self._pending += bound
+            self._unchecked = True
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        cur = await self._conn.execute(_to_pg(sql), params, prepare=True)
-        row: Row | None = await cur.fetchone()
+        row: Row | None = await (await self._send([self._bind(sql, params)])).fetchone()
         return row
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        cur = await self._conn.execute(_to_pg(sql), params, prepare=True)
-        rows: list[Row] = await cur.fetchall()
+        rows: list[Row] = await (await self._send([self._bind(sql, params)])).fetchall()
         return rows
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[_PgTx]:
-        async with self._conn.transaction():
+        self._depth += 1
+        name = f"sp{self._depth}"
+        start = len(self._pending)
+        self._pending.append(f"SAVEPOINT {name}")
+        try:
             yield self
+        except BaseException:
+            self._roll_back_to(name, start)
+            raise
+        finally:
+            self._depth -= 1
+        await self._release(name, start)
+
+    async def _release(self, name: str, start: int) -> None:
+        if len(self._pending) == start + 1 and self._pending[start] == f"SAVEPOINT {name}":
+            self._pending.pop()  # the block sent nothing: the server need not hear of it
+            return
+        self._pending.append(f"RELEASE {name}")
+        if self._unchecked:
+            await self._send([])  # the block's work must have succeeded before the caller moves on
+
+    def _roll_back_to(self, name: str, start: int) -> None:
+        """Everything still pending belongs to the block: drop it. If the server saw the savepoint,
+        roll back to it, with the next statement sent (it runs first, even after an error)."""
+        if len(self._pending) > start and self._pending[start] == f"SAVEPOINT {name}":
+            del self._pending[start:]
+        else:
+            self._pending, self._unchecked = [f"ROLLBACK TO {name}", f"RELEASE {name}"], False
+
+    async def _commit(self) -> None:
+        if self._sent or self._pending != ["BEGIN"]:  # else the transaction did nothing
+            await self._send(["COMMIT"])
+
+
+async def _rollback(conn: Any) -> None:
+    """After a failed COMMIT the transaction is over already, and this is a no-op. If the connection
+    is broken, the pool finds it so and discards it."""
+    try:
+        await conn.rollback()
+    except Exception as exc:
+        log.warning("rollback failed: %s", exc)
 
 
 class PostgresDatabase:
@@ -319,18 +400,30 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PgTx]:
+        """BEGIN goes out with the first statement, COMMIT with the last pending ones."""
         if self._pool is None:
             raise RuntimeError(f"database schema {self.schema} is closed")
-        async with self._pool.connection() as conn, conn.transaction():
-            yield _PgTx(conn)
+        async with self._pool.connection() as conn:
+            tx = _PgTx(conn)
+            try:
+                yield tx
+                await tx._commit()
+            except BaseException:
+                if tx._sent:
+                    await _rollback(conn)
+                raise
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         async with self._pool.connection() as conn:
-            return await _PgTx(conn).fetchone(sql, params)
+            cur = await conn.execute(_to_pg(sql), params, prepare=True)
+            row: Row | None = await cur.fetchone()
+            return row
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         async with self._pool.connection() as conn:
-            return await _PgTx(conn).fetchall(sql, params)
+            cur = await conn.execute(_to_pg(sql), params, prepare=True)
+            rows: list[Row] = await cur.fetchall()
+            return rows
 
     async def run_script(self, statements: Sequence[str]) -> None:
         async with self.transaction() as tx:
