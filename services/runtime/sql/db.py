@@ -318,18 +318,20 @@ class _PgTx:
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[_PgTx]:
+        if self._unchecked:
+            await self._send([])  # a failure before the savepoint must not look like one inside it
         self._depth += 1
         name = f"sp{self._depth}"
         start = len(self._pending)
         self._pending.append(f"SAVEPOINT {name}")
         try:
             yield self
+            await self._release(name, start)
         except BaseException:
             self._roll_back_to(name, start)
             raise
         finally:
             self._depth -= 1
-        await self._release(name, start)
 
     async def _release(self, name: str, start: int) -> None:
         if len(self._pending) == start + 1 and self._pending[start] == f"SAVEPOINT {name}":
