@@ -20,10 +20,11 @@ import logging
 import re
 import sqlite3
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 log = logging.getLogger("baedal.sql")
 
@@ -248,6 +249,52 @@ def _to_pg(sql: str) -> str:
     return _PLACEHOLDER.sub("%s", sql)
 
 
+def _numbered(sql: str) -> str:
+    """``?`` placeholders as ``$1``, ``$2``, ... for PREPARE."""
+    numbers = itertools.count(1)
+    return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", sql)
+
+
+_PREPARABLE = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+
+
+class _Prepared:
+    """The statements a connection has prepared with SQL ``PREPARE``, by their SQL. Statements go
+    out bound on the client (several in one query); ``EXECUTE name(literals)`` keeps the server
+    from parsing and planning each one again. psycopg's own preparing is off on these connections,
+    so it never deallocates them behind our back."""
+
+    _names = itertools.count()
+    _by_connection: ClassVar[weakref.WeakKeyDictionary[Any, _Prepared]] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    @classmethod
+    def of(cls, conn: Any) -> _Prepared:
+        return cls._by_connection.setdefault(conn, cls())
+
+    def statements(
+        self, cursor: Any, items: Sequence[tuple[str, Params]]
+    ) -> tuple[list[str], list[str], dict[str, str]]:
+        """The PREPAREs still needed, the statements to run, and the names to remember once the
+        PREPAREs have run (a failed query may or may not have run them: their names are not reused)."""
+        prepares: list[str] = []
+        executes: list[str] = []
+        new: dict[str, str] = {}
+        for sql, params in items:
+            if not sql.lstrip()[:6].upper().startswith(_PREPARABLE):
+                executes.append(str(cursor.mogrify(_to_pg(sql), params)))
+                continue
+            name = self.names.get(sql) or new.get(sql)
+            if name is None:
+                name = new[sql] = f"baedal_{next(self._names)}"
+                prepares.append(f"PREPARE {name} AS {_numbered(sql)}")
+            args = str(cursor.mogrify(", ".join(["%s"] * len(params)), params)) if params else ""
+            executes.append(f"EXECUTE {name}({args})" if args else f"EXECUTE {name}")
+        return prepares, executes, new
+
+
 @asynccontextmanager
 async def _pg_errors() -> AsyncIterator[None]:
     from psycopg import errors
@@ -272,13 +319,11 @@ class _PgTx:
         from psycopg import AsyncClientCursor
 
         self._cursor = AsyncClientCursor(conn)
+        self._prepared = _Prepared.of(conn)
         self._pending: list[str] = ["BEGIN"]
         self._sent = False  # has the server seen BEGIN: is there anything to roll back
         self._unchecked = False  # _pending holds statements whose outcome nobody has seen yet
         self._depth = 0  # savepoints are named by depth: a released name is free for the next one
-
-    def _bind(self, sql: str, params: Params) -> str:
-        return str(self._cursor.mogrify(_to_pg(sql), params))
 
     async def _send(self, statements: Sequence[str]) -> Any:
         """Send what is pending and ``statements``; return the cursor on the first one's result."""
@@ -291,11 +336,20 @@ class _PgTx:
             self._cursor.nextset()
         return self._cursor
 
+    async def _run(self, statements: Sequence[tuple[str, Params]]) -> Any:
+        """Send what is pending and ``statements``; return the cursor on the first one's result."""
+        prepares, executes, new = self._prepared.statements(self._cursor, statements)
+        cursor = await self._send([*prepares, *executes])
+        self._prepared.names.update(new)
+        for _ in prepares:
+            cursor.nextset()
+        return cursor
+
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return int((await self._send([self._bind(sql, params)])).rowcount)
+        return int((await self._run([(sql, params)])).rowcount)
 
     async def execute_all(self, statements: Sequence[tuple[str, Params]]) -> list[int]:
-        cursor = await self._send([self._bind(sql, params) for sql, params in statements])
+        cursor = await self._run(statements)
         counts = [int(cursor.rowcount)]
         while len(counts) < len(statements) and cursor.nextset():
             counts.append(int(cursor.rowcount))
@@ -303,17 +357,20 @@ class _PgTx:
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         """Queued, not sent: a failure shows at the end of the enclosing savepoint, or at commit."""
-        bound = [self._bind(sql, params) for params in rows]
-        if bound:
-            self._pending += bound
+        prepares, executes, new = self._prepared.statements(self._cursor, [(sql, params) for params in rows])
+        if prepares:  # once per connection and statement
+            await self._send(prepares)
+            self._prepared.names.update(new)
+        if executes:
+            self._pending += executes
             self._unchecked = True
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        row: Row | None = await (await self._send([self._bind(sql, params)])).fetchone()
+        row: Row | None = await (await self._run([(sql, params)])).fetchone()
         return row
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        rows: list[Row] = await (await self._send([self._bind(sql, params)])).fetchall()
+        rows: list[Row] = await (await self._run([(sql, params)])).fetchall()
         return rows
 
     @asynccontextmanager
@@ -385,7 +442,12 @@ class PostgresDatabase:
             await conn.execute(f'SET search_path TO "{self.schema}"')
 
         self._pool = AsyncConnectionPool(
-            self.url, min_size=1, max_size=self._max_size, configure=configure, kwargs={"autocommit": True}, open=False
+            self.url,
+            min_size=1,
+            max_size=self._max_size,
+            configure=configure,
+            kwargs={"autocommit": True, "prepare_threshold": None},  # we prepare: see _Prepared
+            open=False,
         )
         await self._pool.open(wait=True)
 
@@ -415,16 +477,28 @@ class PostgresDatabase:
                     await _rollback(conn)
                 raise
 
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+    @asynccontextmanager
+    async def _query(self, sql: str, params: Params) -> AsyncIterator[Any]:
+        """A cursor on the result of ``sql``, run on its own (autocommit)."""
+        from psycopg import AsyncClientCursor
+
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_to_pg(sql), params, prepare=True)
-            row: Row | None = await cur.fetchone()
+            cursor, prepared = AsyncClientCursor(conn), _Prepared.of(conn)
+            prepares, executes, new = prepared.statements(cursor, [(sql, params)])
+            await cursor.execute("; ".join([*prepares, *executes]))
+            prepared.names.update(new)
+            for _ in prepares:
+                cursor.nextset()
+            yield cursor
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        async with self._query(sql, params) as cursor:
+            row: Row | None = await cursor.fetchone()
             return row
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(_to_pg(sql), params, prepare=True)
-            rows: list[Row] = await cur.fetchall()
+        async with self._query(sql, params) as cursor:
+            rows: list[Row] = await cursor.fetchall()
             return rows
 
     async def run_script(self, statements: Sequence[str]) -> None:
