@@ -365,7 +365,8 @@ class Dispatcher:
                 )
                 if fresh:
                     await consumer.handle(event)
-                await tx.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
+                # No row count needed: on PostgreSQL it goes out with the savepoint's release.
+                await tx.executemany("DELETE FROM deliveries WHERE seq = ?", [(seq,)])
             HANDLED.labels(service, consumer_name, "success" if fresh else "duplicate").inc()
         except DropEvent as exc:
             await self._dead_letter(service, tx, row, attempts + 1, f"dropped: {exc}")
