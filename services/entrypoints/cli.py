@@ -143,8 +143,6 @@ def up(
 ) -> None:
     """Run every service (embedded runtime) behind the gateway, in one process or, to use two
     cores, two (docs/decisions.md, decision 27)."""
-    from services.entrypoints.gateway import create_app
-
     _start_logging(log_level)
     overrides: dict[str, Any] = {"port": port, "host": host, "data_dir": data_dir}
     if database_url:
@@ -162,6 +160,10 @@ def up(
         sock = shared_socket(host, port) if processes == 2 else None
     except OSError as exc:
         raise CouldNotRun(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    if sock is not None:
+        _share_metrics(settings.data_dir / "metrics")
+    from services.entrypoints.gateway import create_app  # after _share_metrics: see there
+
     platform = _platform(settings, set(pause or ()), sock)
     typer.echo(
         f"Baedal on http://{host}:{port}  (data dir {data_dir.resolve()}, "
@@ -179,6 +181,19 @@ def up(
             simulator.wait(10)
     if platform.engine is not None and platform.engine.exit_code is not None:
         raise typer.Exit(platform.engine.exit_code)  # the engine died: so does the platform
+
+
+def _share_metrics(directory: Path) -> None:
+    """Both processes answer /metrics, so each records its metrics in files there, and either sums
+    them (prometheus_client's multiprocess mode). It is chosen when prometheus_client is first
+    imported, hence before anything that imports it; the engine inherits the variable. Emptied at
+    every start: a new platform's counters start at zero, as a restarted process's would."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess directory was set")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory.resolve())
 
 
 def _platform(settings: Settings, paused: set[str], http: socket.socket | None) -> Platform:

@@ -201,3 +201,29 @@ async def test_one_process_when_asked(tmp_path: Path) -> None:
         await all_accepted(server, customers, [answer.json()["id"]])
     finally:
         server.stop()
+
+
+async def test_metrics_count_both_processes_whichever_answers(server: Server) -> None:
+    server.start()
+    customers = Customers(server, 1)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        await customers.fund(client)
+        await wait_menu(client)
+        placed = await client.post("/orders", json=ORDER_BODY, headers=customers.headers(customers.names[0]))
+        await all_accepted(server, customers, [placed.json()["id"]])
+
+        async def settled() -> bool:
+            return bool((await client.get("/admin/backlog", headers=customers.admin())).json()["settled"])
+
+        await eventually(settled, timeout=30, what="every event handled")
+
+        async def handled(service: str) -> float:
+            text = (await client.get("/metrics")).text
+            lines = [line for line in text.splitlines() if line.startswith("baedal_events_handled_total{")]
+            return sum(float(line.rsplit(" ", 1)[1]) for line in lines if f'service="{service}"' in line)
+
+        # order's consumers run in the first process, payment's in the engine; each of many scrapes
+        # (spread over both processes by the kernel) must see both, with the same counts.
+        scrapes = [(await handled("order"), await handled("payment")) for _ in range(12)]
+    assert len(set(scrapes)) == 1, scrapes
+    assert scrapes[0][0] > 0 and scrapes[0][1] > 0

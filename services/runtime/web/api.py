@@ -3,13 +3,15 @@ readable start-up failures."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -161,4 +163,10 @@ METRICS: dict[int | str, dict[str, Any]] = {
 
 @probes.get("/metrics", response_class=PlainTextResponse, responses=METRICS)
 async def metrics() -> Response:
+    # With PROMETHEUS_MULTIPROC_DIR set (baedal up in two processes, which serve one port): every
+    # process's metrics, summed, whichever answers the scrape.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
