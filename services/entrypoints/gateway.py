@@ -17,6 +17,7 @@ from services.deps import CurrentPrincipal
 from services.entrypoints.bootstrap import Platform
 from services.entrypoints.routes import SERVICE_ROUTERS
 from services.runtime.auth import require_admin
+from services.runtime.embedded.dispatcher import DeadLetter
 from services.runtime.errors import ApiError
 from services.runtime.settings import Settings
 from services.runtime.web.api import BodySizeLimit, probes
@@ -35,18 +36,6 @@ class Backlog(BaseModel):
     settled: bool
     backlog: dict[str, ServiceBacklog]
     paused: list[str]
-
-
-class DeadLetter(BaseModel):
-    id: str
-    service: str
-    consumer: str
-    event_id: str
-    topic: str
-    attempts: int
-    error: str
-    failed_at: float
-    envelope: dict[str, Any]
 
 
 class Replayed(BaseModel):

@@ -14,15 +14,8 @@ from tests.daprd.conftest import DaprdApi
 from tests.integration.test_notifications import Webhook
 from tests.support import EXAMPLES
 from tests.support.daprd import DaprdCluster
-from tests.support.platform import eventually
+from tests.support.platform import ORDER_BODY, eventually
 
-CHICKEN = {
-    "restaurant_id": "seoul-chicken",
-    "items": [{"product_id": "fried", "quantity": 2, "unit_price": 18000}],
-    "delivery": {"address": "서울 강남구 테헤란로 1", "lat": 37.50, "lon": 127.03, "express": False},
-    "payment": {"method": "wallet"},
-    "total_price": 39000,
-}
 BIBIMBAP = {
     "restaurant_id": "hanok-bibimbap",
     "items": [{"product_id": "bibimbap", "quantity": 1, "unit_price": 9000}],
@@ -63,10 +56,10 @@ async def test_the_readme_tour_through_the_dapr_gateway(
 
     # 202 = durably stored; the same Idempotency-Key gives the same order, not a second one.
     idem = customer | {"Idempotency-Key": "lunch-1"}
-    placed = await api.client.post("/orders", json=CHICKEN, headers=idem)
+    placed = await api.client.post("/orders", json=ORDER_BODY, headers=idem)
     assert placed.status_code == 202, placed.text
     order = placed.json()["id"]
-    again = await api.client.post("/orders", json=CHICKEN, headers=idem)
+    again = await api.client.post("/orders", json=ORDER_BODY, headers=idem)
     assert again.status_code in (200, 202) and again.json()["id"] == order, again.text
 
     first = await api.wait_status(order, "ACCEPTED", timeout=30)
