@@ -153,8 +153,6 @@ class SqliteDatabase:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = self._connect()
-        # The writer never sleeps in SQLite's busy handler: see _begin_immediate.
-        self._writer.execute("PRAGMA busy_timeout=0")
         self._reader = self._connect()
         self._stopping = asyncio.Event()
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(self._connect()))
@@ -231,19 +229,22 @@ class SqliteDatabase:
 async def _begin_immediate(conn: sqlite3.Connection) -> None:
     """Take the write lock. If another process holds it, wait on the event loop (SQLite's own busy
     handler would sleep on it, stalling every request of this process for as long as the other
-    process's transaction lasts), for at most BUSY_TIMEOUT_S like the busy handler. The writer's
-    busy timeout is 0; once it holds the write lock, nothing else in a WAL transaction waits."""
-    pause, deadline = 0.0002, time.monotonic() + BUSY_TIMEOUT_S
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
-            if not busy or time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.005)
+    process's transaction lasts), for at most BUSY_TIMEOUT_S like the busy handler."""
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        pause, deadline = 0.0002, time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.005)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
 
 # ----------------------------------------------------------------------------------------- PostgreSQL
