@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from services.entrypoints.bootstrap import SERVICES, ServiceHost
+from services.entrypoints.cli import DEFAULT_PORTS, Process
 from services.runtime.settings import Settings
 from services.topics import PUBLISHERS, dead_letters_of, stream_of
 from tests.support.fake_dapr import COMPONENTS, Component, load_components
@@ -117,7 +118,7 @@ def test_resiliency_targets_declared_components_and_policies(components: dict[st
     assert "circuitBreaker" not in resiliency["spec"]["targets"]["components"]["paygate"]["outbound"]
 
 
-def test_the_multi_app_run_file_starts_every_service_on_its_own_app_module() -> None:
+def test_the_multi_app_run_file_serves_every_service_as_the_chart_does() -> None:
     (run,) = documents(ROOT / "dapr.yaml")
     assert run["common"]["resourcesPath"] == "./components"
     assert (ROOT / run["common"]["configFilePath"]).exists()
@@ -125,9 +126,9 @@ def test_the_multi_app_run_file_starts_every_service_on_its_own_app_module() -> 
     apps = {app["appID"]: app for app in run["apps"]}
     assert set(apps) == set(SERVICES)
     for name, app in apps.items():
-        assert f"services.entrypoints.apps.{name}:app" in app["command"]
-        assert str(app["appPort"]) in app["command"]
-        assert (ROOT / "services" / "entrypoints" / "apps" / f"{name}.py").exists()
+        assert app["appPort"] == DEFAULT_PORTS[Process(name)], name
+        assert app["command"][:5] == ["python", "-m", "services", "serve", name], app["command"]
+        assert app["command"][5:7] == ["--port", str(app["appPort"])], app["command"]
 
 
 def test_a_service_app_runs_only_on_the_dapr_runtime(tmp_path: Path) -> None:

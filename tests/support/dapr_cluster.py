@@ -1,4 +1,4 @@
-"""Services on the Dapr runtime as real processes (``uvicorn services.entrypoints.apps.<name>:app``), each with
+"""Services on the Dapr runtime as real processes (``baedal serve <name>``, as the chart runs them), each with
 its own fake sidecar, and the Dapr gateway in front of them (``services.entrypoints.gateway_dapr``), which
 reaches them through Dapr service invocation."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import httpx
 from services.runtime.auth import TokenIssuer
 from services.runtime.process import spawn_child
 from tests.support.fake_dapr import FakeDapr
-from tests.support.server import free_port
+from tests.support.server import free_port, serve_command
 
 
 class DaprCluster:
@@ -61,11 +60,7 @@ class DaprCluster:
             "BAEDAL_JWT_SECRET": self.secret,
             **self.env,
         }
-        module = (
-            "services.entrypoints.gateway_dapr:app" if name == "gateway" else f"services.entrypoints.apps.{name}:app"
-        )
-        command = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1"]
-        command += ["--port", str(self.ports[name]), "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
+        command = serve_command(name, self.ports[name])
         log = (self.data_dir / f"{name}.log").open("ab")
         return spawn_child(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 

@@ -47,7 +47,7 @@ import yaml
 from services.runtime.auth import TokenIssuer
 from services.runtime.process import spawn_child
 from tests.support import ROOT
-from tests.support.server import free_port
+from tests.support.server import free_port, serve_command
 
 COMPONENTS = ROOT / "components"
 CONFIGURATION = COMPONENTS / "config" / "configuration.yaml"
@@ -55,14 +55,8 @@ PG_ADMIN_URL = os.environ.get("BAEDAL_TEST_DATABASE_URL") or "postgresql://postg
 REDIS = ("127.0.0.1", 6379)
 REQUIRE = os.environ.get("BAEDAL_REQUIRE_DAPRD") == "1"
 
-SERVICE_MODULES = {
-    "order": "services.entrypoints.apps.order:app",
-    "payment": "services.entrypoints.apps.payment:app",
-    "restaurant": "services.entrypoints.apps.restaurant:app",
-    "delivery": "services.entrypoints.apps.delivery:app",
-    "notification": "services.entrypoints.apps.notification:app",
-    "gateway": "services.entrypoints.gateway_dapr:app",
-}
+# The processes behind a sidecar of their own (``baedal serve``); the operator is started apart.
+APPS = ("order", "payment", "restaurant", "delivery", "notification", "gateway")
 # Apps that read topics: ready only once their sidecar subscribed for them.
 SUBSCRIBERS = ("order", "payment", "restaurant", "delivery", "notification")
 
@@ -348,7 +342,7 @@ class DaprdCluster:
         self,
         base: Path,
         binding_urls: dict[str, str],
-        apps: Iterable[str] = (*SERVICE_MODULES, "operator"),
+        apps: Iterable[str] = (*APPS, "operator"),
         extra_env: dict[str, str] | None = None,
         overrides: dict[str, dict[str, str]] | None = None,
         log_level: str = "info",
@@ -409,7 +403,7 @@ class DaprdCluster:
             "--log-level", self.log_level,
             "--dapr-graceful-shutdown-seconds", "3",
         ]  # fmt: skip
-        if name in SERVICE_MODULES:
+        if name in APPS:
             command += ["--app-port", str(ports.app), "--app-channel-address", "127.0.0.1", "--app-protocol", "http"]
             # An app that is not ready (/readyz: it cannot reach its database or its sidecar) is
             # unsubscribed until it is again (as in dapr.yaml): its messages wait for it rather
@@ -435,10 +429,9 @@ class DaprdCluster:
         }
 
     def _app(self, name: str, ports: Ports) -> Proc | None:
-        if name not in SERVICE_MODULES:
+        if name not in APPS:
             return None
-        command = [sys.executable, "-m", "uvicorn", SERVICE_MODULES[name], "--host", "127.0.0.1"]
-        command += ["--port", str(ports.app), "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
+        command = serve_command(name, ports.app)
         (self.base / "data" / name).mkdir(parents=True, exist_ok=True)
         return Proc(name, command, self.app_env(name, ports), self.logs / f"{name}.log")
 

@@ -47,6 +47,14 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
+def serve_command(process: str, port: int) -> list[str]:
+    """One process of the Dapr deployment, started as the chart starts it (``baedal serve``): the
+    same uvicorn settings, among them the keep-alive that outlasts a client's idle connections (a
+    plain ``uvicorn`` closes them after 5 s, racing the client's next request)."""
+    command = [sys.executable, "-m", "services", "serve", process, "--port", str(port)]
+    return [*command, "--log-level", "warning", "--graceful-shutdown", "5"]
+
+
 class Server:
     """A ``baedal up`` process that is always stopped, whatever happens in the test."""
 
