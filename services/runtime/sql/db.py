@@ -121,8 +121,8 @@ class _SqliteTx:
 
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 BUSY_TIMEOUT_S = 30.0
-WAL_RESTART_BYTES = 8 * 1024 * 1024
-BUSY_CHECKPOINT_MS = 250
+RESTART_WITHIN_S = 0.25
+RESTART_RETRY_S = 0.002
 
 
 class SqliteDatabase:
@@ -158,30 +158,29 @@ class SqliteDatabase:
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(self._connect()))
 
     async def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
-        """Checkpoints in a worker thread, so their fsync never stalls the event loop, taken under
-        the write lock: with no commit in between, the checkpoint completes and the next writer
-        rewinds the WAL. (Unlocked, a commit always slipped in and the WAL grew without bound.)
-        Writers to this database wait for it asynchronously; everything else keeps running."""
+        """Checkpoints in a worker thread, so that their fsync never stalls the event loop."""
+        conn.execute("PRAGMA busy_timeout=0")
         try:
             while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.CHECKPOINT_EVERY_S)
-                async with self._lock:
-                    await asyncio.to_thread(self._checkpoint, conn)
+                await asyncio.to_thread(self._checkpoint, conn)
         finally:
             conn.close()
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """Another process's commits are not under our lock, so with two processes a commit can
-        always slip in after the checkpoint and the WAL is never rewound: past WAL_RESTART_BYTES a
-        TRUNCATE checkpoint holds off every writer until it has emptied the WAL (waiting
-        BUSY_CHECKPOINT_MS at most for the others' transactions to end; else it tries next time)."""
+        """Copy the WAL into the database while writers go on (PASSIVE), then rewind it (RESTART)
+        so that it does not grow: writers in either process commit all the time, so some commit
+        always lands during the copy and SQLite never rewinds the WAL on its own. RESTART holds
+        every writer off while it copies what was committed meanwhile and syncs; it is tried
+        without waiting (busy timeout 0: it gives up at once while a transaction or a read is
+        open) every RESTART_RETRY_S for RESTART_WITHIN_S, and else next time. (Waiting for
+        writers inside SQLite's busy handler, as TRUNCATE with a timeout did, held the write lock
+        through the handler's sleeps: 50-100 ms stalls of every writer, about once a second.)"""
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        wal = self.path.with_name(self.path.name + "-wal")
-        with contextlib.suppress(OSError):
-            if wal.stat().st_size > WAL_RESTART_BYTES:
-                conn.execute(f"PRAGMA busy_timeout={BUSY_CHECKPOINT_MS}")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        deadline = time.monotonic() + RESTART_WITHIN_S
+        while conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(RESTART_RETRY_S)  # in the checkpoint's thread
 
     async def close(self) -> None:
         if self._checkpointer is not None:
