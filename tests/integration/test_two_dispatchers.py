@@ -20,7 +20,6 @@ from services.runtime.embedded.storage import ServiceDb, SqlStateStore
 from services.runtime.events import Event, OutboundEvent
 from services.runtime.ports import Put, Subscription
 from services.runtime.settings import Settings
-from services.runtime.sql import db as sql_db
 from services.runtime.sql.db import SqliteDatabase
 
 SERVICES = ("source", "sink")
@@ -170,20 +169,51 @@ async def test_a_transaction_waits_for_another_connections_write_lock_without_bl
     await database.close()
 
 
-async def test_a_wal_kept_growing_by_another_writer_is_emptied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sql_db, "WAL_RESTART_BYTES", 64 * 1024)
+def wal_frames(conn: sqlite3.Connection) -> int:
+    """How many frames the WAL holds (a passive checkpoint reports it)."""
+    frames: int = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    return frames
+
+
+async def test_a_wal_kept_growing_by_another_writer_is_rewound(tmp_path: Path) -> None:
+    """Another process commits all the time, so SQLite never rewinds the WAL by itself; the
+    checkpoint does, and the next commit writes at the WAL's start instead of growing it."""
     database = SqliteDatabase(tmp_path / "grown.db")
     await database.open()
     await database.run_script(["CREATE TABLE t (blob TEXT)"])
     other = sqlite3.connect(tmp_path / "grown.db", isolation_level=None)
+    checkpointer = sqlite3.connect(tmp_path / "grown.db", isolation_level=None)
     for _ in range(50):
         other.execute("INSERT INTO t VALUES (?)", ("x" * 4096,))
-    wal = tmp_path / "grown.db-wal"
-    assert wal.stat().st_size > 64 * 1024
-    checkpointer = sqlite3.connect(tmp_path / "grown.db", isolation_level=None)
+    assert wal_frames(checkpointer) > 50
+    size = (tmp_path / "grown.db-wal").stat().st_size
     database._checkpoint(checkpointer)
-    assert wal.stat().st_size == 0
-    assert (await database.fetchone("SELECT COUNT(*) FROM t")) == (50,)
+    other.execute("INSERT INTO t VALUES ('after')")
+    assert wal_frames(checkpointer) <= 3, "the commit after the checkpoint went on growing the WAL"
+    assert (tmp_path / "grown.db-wal").stat().st_size <= size
+    assert (await database.fetchone("SELECT COUNT(*) FROM t")) == (51,)
+    for conn in (other, checkpointer):
+        conn.close()
+    await database.close()
+
+
+async def test_a_checkpoint_does_not_wait_for_another_writers_transaction(tmp_path: Path) -> None:
+    """Another process's transaction is open: the checkpoint gives up rewinding (next time, then)
+    instead of holding every writer while it waits; the transaction commits, nothing is lost."""
+    database = SqliteDatabase(tmp_path / "busy.db")
+    await database.open()
+    await database.run_script(["CREATE TABLE t (n INTEGER)"])
+    other = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+    checkpointer = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (1)")
+    database._checkpoint(checkpointer)  # returns: RESTART is busy, and gives up after its window
+    other.execute("COMMIT")
+    database._checkpoint(checkpointer)
+    async with database.transaction() as tx:
+        await tx.execute("INSERT INTO t VALUES (2)")
+    assert await database.fetchall("SELECT n FROM t ORDER BY n") == [(1,), (2,)]
+    assert wal_frames(checkpointer) <= 3
     for conn in (other, checkpointer):
         conn.close()
     await database.close()

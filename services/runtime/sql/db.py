@@ -159,7 +159,6 @@ class SqliteDatabase:
 
     async def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
         """Checkpoints in a worker thread, so that their fsync never stalls the event loop."""
-        conn.execute("PRAGMA busy_timeout=0")
         try:
             while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -177,6 +176,7 @@ class SqliteDatabase:
         open) every RESTART_RETRY_S for RESTART_WITHIN_S, and else next time. (Waiting for
         writers inside SQLite's busy handler, as TRUNCATE with a timeout did, held the write lock
         through the handler's sleeps: 50-100 ms stalls of every writer, about once a second.)"""
+        conn.execute("PRAGMA busy_timeout=0")
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         deadline = time.monotonic() + RESTART_WITHIN_S
         while conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0] and time.monotonic() < deadline:
