@@ -59,6 +59,8 @@ def test_each_service_sees_exactly_its_state_store_and_none_uses_daprds_outbox(
         store = stores[settings.dapr.store_of(service)]
         assert (store.type, store.scopes) == ("state.postgresql", [service])
         assert components[store.name].metadata.get("tablePrefix") == f"{service}_"
+        # One migrations table per store: daprd's CREATE TABLE IF NOT EXISTS races on a shared one.
+        assert components[store.name].metadata.get("metadataTableName") == f"{service}_dapr_metadata"
         assert not {k for k in store.metadata if k.startswith("outbox")}, store.name
 
 
@@ -188,7 +190,7 @@ def test_the_chart_state_stores_carry_the_same_outbox_and_table_prefixes(compone
         if not component.type.startswith("state."):
             continue
         ours = metadata_names(chart[name])
-        for key in ("tablePrefix", "outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub"):
+        for key in ("tablePrefix", "metadataTableName", "outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub"):
             assert ours.get(key) == component.metadata.get(key), (name, key)
         assert set(ours["connectionString"]) == {"name", "key"}, "from a Secret, never a plain value"
 
